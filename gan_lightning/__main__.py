@@ -1,0 +1,6 @@
+"""``python -m gan_lightning ...``"""
+
+from gan_lightning.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Callbacks that work with any logger: sample grids from the fixed noise, saved as PNG files next to
+the run and sent to W&B or TensorBoard when one is configured."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+from gan_lightning.data.base import to_uint8
+
+
+def image_grid(images: Tensor, nrow: int = 8) -> Tensor:
+    """(N, C, H, W) in [-1, 1] -> one uint8 (3 or 1, H', W') grid."""
+    return make_grid(to_uint8(images).float() / 255.0, nrow=nrow, padding=2, pad_value=1.0)
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(image_grid(images, nrow), path)
+    return path
+
+
+def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = None) -> Path:
+    """2D samples (N, 2) as a scatter plot, with optional reference points (e.g. the mixture means)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    pts = points.detach().cpu().float()
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
+    if reference is not None:
+        ax.scatter(reference[:, 0], reference[:, 1], s=30, marker="x", c="red")
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+class SampleGrid(L.Callback):
+    """Every ``every_n_steps`` generator steps (and at the end of fit), samples G (EMA when present)
+    on the module's fixed noise and writes ``<log_dir>/samples/step_XXXXXXX.png``; also logs the image
+    to W&B / TensorBoard loggers. 2D data gets a scatter plot of ``num_points`` samples instead.
+    """
+
+    def __init__(self, every_n_steps: int = 500, nrow: int = 8, num_points: int = 2500) -> None:
+        self.every_n_steps = every_n_steps
+        self.nrow = nrow
+        self.num_points = num_points
+        self._last_step = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self.write(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._last_step:
+            self.write(trainer, pl_module)
+
+    @rank_zero_only
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path:
+        # Rank 0 only is safe: sampling is eval mode (no SyncBN collective) and no metric is computed.
+        step = trainer.global_step
+        self._last_step = step
+        out = Path(trainer.log_dir or trainer.default_root_dir) / "samples" / f"step_{step:07d}.png"
+        if len(pl_module.data_shape) == 3:
+            path = save_grid(pl_module.sample(pl_module.fixed_noise).cpu(), out, self.nrow)
+        else:
+            g = torch.Generator(device=pl_module.device).manual_seed(0)
+            z = torch.randn(self.num_points, pl_module.latent_dim, device=pl_module.device, generator=g)
+            means = getattr(trainer.datamodule, "means", None)
+            path = save_scatter(pl_module.sample(z).cpu(), out, means)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                # step = G steps, the same x-axis as the scalars (one training step is one G step)
+                logger.log_image("samples", images=[str(path)], step=step, caption=[f"G step {step}"])
+            elif isinstance(logger, TensorBoardLogger):
+                import numpy as np
+                from PIL import Image
+
+                img = np.asarray(Image.open(path).convert("RGB"))
+                logger.experiment.add_image("samples", img, global_step=step, dataformats="HWC")
+        return path
+
+
+class GStepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint for a GANModule, where ``trainer.global_step`` counts generator steps.
+
+    Lightning 2.6's manual-optimization branch of ``on_train_batch_end`` warns on every save that no
+    "pre-optimization state" was stored (irrelevant here: a G-step boundary *is* a consistent state)
+    and silently ignores ``train_time_interval`` (Lightning #21699). This override applies both the step
+    and the time intervals, and also saves ``last.ckpt`` when training ends between two periodic saves,
+    so no generator step is lost.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        step_due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
+        time_due = False
+        if self._train_time_interval is not None:
+            now = time.monotonic()
+            last = self._last_time_checked
+            time_due = last is not None and now - last >= self._train_time_interval.total_seconds()
+            time_due = trainer.strategy.broadcast(time_due)  # rank 0 decides: no rank waits alone
+        if not (step_due or time_due):
+            return
+        candidates = self._monitor_candidates(trainer)
+        if self.monitor is not None and self.monitor not in candidates:
+            self._defer_save_until_validation = True
+            return
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+        self._last_time_checked = time.monotonic()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

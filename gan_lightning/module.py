@@ -1,0 +1,235 @@
+"""GANModule: the update loop. Everything else (loss family, schedule, regularizers, networks) is an
+object it calls.
+
+Units: one Lightning training step is one *generator* step. Lightning's ``global_step`` counts every
+``optimizer.step()`` (Lightning #17958), so D steps are taken without advancing it (see
+:func:`_step_without_counting`): ``trainer.global_step``, ``max_steps``, ``log_every_n_steps``,
+``val_check_interval``, ``ModelCheckpoint(every_n_train_steps)`` and the ``step=`` in checkpoint names
+all count generator steps. D steps are counted separately in ``d_steps_done``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from gan_lightning.errors import ConfigError, TrainingDivergedError
+from gan_lightning.losses import GANLoss, NonSaturating
+from gan_lightning.regularizers import Regularizer
+from gan_lightning.schedules import DSteps, FixedDSteps
+
+NetworkFactory = Callable[[tuple[int, ...]], nn.Module]
+OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+
+
+def _dcgan_adam(params: Iterable) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
+
+
+def _step_without_counting(opt: LightningOptimizer) -> None:
+    """``opt.step()`` without advancing ``trainer.global_step``, so that it counts G steps only.
+
+    Lightning's manual loop counts steps through these two per-optimizer hooks; the precision plugin
+    (AMP scaler) and strategy still run as usual inside ``step``.
+    """
+    hooks = opt._on_before_step, opt._on_after_step
+    opt._on_before_step = opt._on_after_step = lambda: None
+    try:
+        opt.step()
+    finally:
+        opt._on_before_step, opt._on_after_step = hooks
+
+
+class GANModule(L.LightningModule):
+    """A GAN trained with manual optimization, one generator step per training step.
+
+    Each step: for each of the ``schedule.d_steps(g)`` fresh real batches, one D update (loss family +
+    regularizers); then one G update; then the EMA of G.
+
+    Args:
+        generator: G factory, called with ``data_shape``; must expose ``latent_dim``.
+        discriminator: D factory, called with ``data_shape``; returns one raw score per sample.
+        loss: the loss family (default: non-saturating).
+        schedule: D steps per G step (default: 1).
+        regularizers: D regularizers (gradient penalties, weight clipping), each with weight and period.
+        g_optimizer, d_optimizer: optimizer factories (default: Adam(lr=2e-4, betas=(0.5, 0.999)), DCGAN's).
+        ema_decay: decay of the exponential moving average of G's weights; ``None`` turns EMA off.
+        num_fixed_samples: size of the fixed noise batch used for sample grids.
+        data_shape: shape of one sample; linked from the data module by the CLI.
+    """
+
+    def __init__(
+        self,
+        generator: NetworkFactory,
+        discriminator: NetworkFactory,
+        loss: GANLoss | None = None,
+        schedule: DSteps | None = None,
+        regularizers: list[Regularizer] | None = None,
+        g_optimizer: OptimizerFactory | None = None,
+        d_optimizer: OptimizerFactory | None = None,
+        ema_decay: float | None = 0.999,
+        num_fixed_samples: int = 64,
+        data_shape: tuple[int, ...] = (1, 32, 32),
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.data_shape = tuple(data_shape)
+        self.generator = generator(self.data_shape)
+        self.discriminator = discriminator(self.data_shape)
+        self.latent_dim: int = getattr(self.generator, "latent_dim", 0)
+        if self.latent_dim < 1:
+            raise ConfigError(f"{type(self.generator).__name__} must set a positive `latent_dim` attribute")
+        self.loss = loss or NonSaturating()
+        self.schedule = schedule or FixedDSteps(1)
+        self.regularizers = list(regularizers or [])
+        self._g_opt_factory = g_optimizer or _dcgan_adam
+        self._d_opt_factory = d_optimizer or _dcgan_adam
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
+        # EMA of G only (a D average is useless): Lightning's WeightAveraging would average D too.
+        self.generator_ema = (
+            AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            if ema_decay is not None
+            else None
+        )
+        # Buffers, so they are saved in checkpoints and follow the module across devices.
+        fixed = torch.randn(num_fixed_samples, self.latent_dim, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("fixed_noise", fixed)
+        self.register_buffer("d_steps_done", torch.zeros((), dtype=torch.long))
+        self._noise_rng: torch.Generator | None = None
+        self._noise_rng_state: Tensor | None = None
+
+    # --- sampling ------------------------------------------------------------------------------
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The EMA generator when there is one, else the raw generator."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
+
+    @torch.no_grad()
+    def sample(self, z: Tensor) -> Tensor:
+        """Samples in data space from noise ``z`` (eval mode, EMA weights when present)."""
+        g = self.sampling_generator
+        was_training = g.training
+        g.eval()
+        try:
+            return g(z)
+        finally:
+            g.train(was_training)
+
+    def noise(self, n: int) -> Tensor:
+        """N(0, I) latents from the module's own RNG, whose state is checkpointed (exact resume)."""
+        if self._noise_rng is None:
+            self._noise_rng = torch.Generator(device=self.device)
+            self._noise_rng.manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1000 + self.global_rank)
+            if self._noise_rng_state is not None:
+                self._noise_rng.set_state(self._noise_rng_state)
+        return torch.randn(n, self.latent_dim, device=self.device, generator=self._noise_rng)
+
+    # --- optimizers ----------------------------------------------------------------------------
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            self._g_opt_factory(self.generator.parameters()),
+            self._d_opt_factory(self.discriminator.parameters()),
+        ]
+
+    # --- the update loop -----------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        real_all, _ = batch
+        g_opt, d_opt = self.optimizers()
+        k = self.schedule.d_steps(self.global_step)
+        if len(real_all) % k:
+            raise ConfigError(f"batch of {len(real_all)} cannot be split into {k} D steps; use GANDataModule")
+        reals = real_all.split(len(real_all) // k)
+        for real in reals:
+            self.d_step(real, d_opt)
+        self.g_step(reals[-1], g_opt)
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
+
+    def d_step(self, real: Tensor, d_opt: LightningOptimizer) -> None:
+        """One D update on a fresh real batch: loss family + due regularizers."""
+        with self.toggled_optimizer(d_opt):  # G frozen: no G gradients are computed here
+            with torch.no_grad():
+                fake = self.generator(self.noise(len(real)))
+            real_out, fake_out = self.discriminator(real), self.discriminator(fake)
+            loss = self.loss.d_loss(real_out, fake_out)
+            self.log("loss/D/main", loss)
+            d_step = int(self.d_steps_done)
+            for reg in self.regularizers:
+                if reg.is_due(d_step):
+                    term = reg.scaled_penalty(self.discriminator, real, fake)
+                    self.log(f"loss/D/{type(reg).__name__.lower()}", term)
+                    loss = loss + term
+            self._check_finite(loss, "D")
+            d_opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            _step_without_counting(d_opt)
+            for reg in self.regularizers:
+                reg.after_d_step(self.discriminator)
+        self.d_steps_done += 1
+        self.log_dict({"scores/real": real_out.detach().mean(), "scores/fake": fake_out.detach().mean()})
+
+    def g_step(self, real: Tensor, g_opt: LightningOptimizer) -> None:
+        """One G update. ``real`` is only read by relativistic losses."""
+        with self.toggled_optimizer(g_opt):  # D frozen so its weights get no G-step gradient
+            fake_out = self.discriminator(self.generator(self.noise(len(real))))
+            real_out = self.discriminator(real) if self.loss.g_loss_uses_real else None
+            loss = self.loss.g_loss(fake_out, real_out)
+            self._check_finite(loss, "G")
+            g_opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            g_opt.step()
+        self.log("loss/G/main", loss, prog_bar=True)
+
+    def _check_finite(self, loss: Tensor, who: str) -> None:
+        if not torch.isfinite(loss).all():
+            raise TrainingDivergedError(
+                f"the {who} loss became {loss.item()} at generator step {self.global_step}; "
+                "the run diverged. "
+                "Lower the learning rates, add a gradient penalty or spectral norm, and resume from the last "
+                "checkpoint (it was not touched)"
+            )
+
+    # --- evaluation: D's view of held-out real data vs samples (FID & co. are callbacks) ----------
+    def _eval_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, prefix: str) -> None:
+        real, _ = batch
+        # Own seeded noise: evaluation never consumes the training RNG, so it can't change the run.
+        rng = torch.Generator(device=self.device).manual_seed(10_007 + batch_idx)
+        fake = self.sample(torch.randn(len(real), self.latent_dim, device=self.device, generator=rng))
+        real_out, fake_out = self.discriminator(real), self.discriminator(fake)
+        self.log_dict(
+            {
+                f"{prefix}/scores/real": real_out.mean(),
+                f"{prefix}/scores/fake": fake_out.mean(),
+                f"{prefix}/loss/D": self.loss.d_loss(real_out, fake_out),
+            },
+            batch_size=len(real),
+        )
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    # --- checkpoint extras ---------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._noise_rng is not None:
+            checkpoint["noise_rng_state"] = self._noise_rng.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._noise_rng_state = checkpoint.get("noise_rng_state")
+        self._noise_rng = None
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in module.parameters())

@@ -1,0 +1,72 @@
+"""Shared fixtures: a shrunken config for CLI runs (tiny nets, few steps), and CLI runners."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def tiny_args(root: Path, max_steps: int = 6, **extra: str) -> list[str]:
+    """Overrides that shrink any image config to seconds on a CPU: width-8 nets, 28x28, batch 16."""
+    args = {
+        "--trainer.max_steps": str(max_steps),
+        "--trainer.default_root_dir": str(root),
+        "--trainer.enable_progress_bar": "false",
+        "--trainer.enable_model_summary": "false",
+        "--trainer.accelerator": "cpu",
+        "--trainer.val_check_interval": "null",
+        "--trainer.check_val_every_n_epoch": "1",
+        "--trainer.limit_val_batches": "2",
+        "--trainer.num_sanity_val_steps": "0",
+        "--samples.every_n_steps": "3",
+        "--checkpoint.every_n_train_steps": "3",
+    }
+    args.update(extra)
+    return [x for kv in args.items() for x in kv]
+
+
+DIGITS_TINY = [
+    "--config",
+    str(ROOT / "configs" / "quickstart.yaml"),
+    "--model.generator.init_args.width",
+    "8",
+    "--model.discriminator.init_args.width",
+    "8",
+    "--data.init_args.image_size",
+    "28",
+    "--data.init_args.batch_size",
+    "16",
+]
+
+
+def run_cli(args: list[str]) -> None:
+    """Run ``python -m gan_lightning ARGS`` in this process."""
+    from gan_lightning.cli import main
+
+    main(args)
+
+
+def run_cli_subprocess(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=path)
+    return subprocess.run(
+        [sys.executable, "-m", "gan_lightning", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def digits_tiny() -> list[str]:
+    return list(DIGITS_TINY)
