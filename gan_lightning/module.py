@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -28,6 +28,8 @@ from gan_lightning.schedules import DSteps, FixedDSteps
 
 NetworkFactory = Callable[[tuple[int, ...]], nn.Module]
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+UpdateOrder = Literal["d_first", "g_first", "simultaneous", "fused"]
 
 
 def _dcgan_adam(params: Iterable) -> torch.optim.Optimizer:
@@ -51,8 +53,18 @@ def _step_without_counting(opt: LightningOptimizer) -> None:
 class GANModule(L.LightningModule):
     """A GAN trained with manual optimization, one generator step per training step.
 
-    Each step: for each of the ``schedule.d_steps(g)`` fresh real batches, one D update (loss family +
-    regularizers); then one G update; then the EMA of G.
+    Each step (``order="d_first"``): for each of the ``schedule.d_steps(g)`` fresh real batches, one D
+    update (loss family + regularizers); then one G update; then the EMA of G. The other orders:
+
+    * ``g_first``: the G update comes before the D updates (seed 003's G-first template);
+    * ``simultaneous``: the last D update and the G update come from one loss and one backward (Su 2019,
+      stop-gradient): ``d_loss(D(x), D(sg(G(z)))) + lambda * [g_loss(D(G(z))) - g_loss(D(sg(G(z))))]``.
+      The bracket is 0 in value, but its gradient reaches G only, so one backward gives D its D-loss
+      gradient and G its G-loss gradient with D held fixed; ``lambda`` scales G's gradient (for SGD, the
+      G:D learning-rate ratio; Adam is invariant to it, so there set the optimizers' lr instead);
+    * ``fused``: the same update with one D forward on ``[real; fake]``: G's gradient is the gradient of
+      the G loss w.r.t. the fake *images* (an input-only backward through D), chained through G. With a
+      BatchNorm D, real and fake then share batch statistics.
 
     Args:
         generator: G factory, called with ``data_shape``; must expose ``latent_dim``.
@@ -61,6 +73,10 @@ class GANModule(L.LightningModule):
         schedule: D steps per G step (default: 1).
         regularizers: D regularizers (gradient penalties, weight clipping), each with weight and period.
         g_optimizer, d_optimizer: optimizer factories (default: Adam(lr=2e-4, betas=(0.5, 0.999)), DCGAN's).
+            Separate learning rates and betas give TTUR (Heusel et al. 2017).
+        g_lr_scheduler, d_lr_scheduler: LR scheduler factories, each stepped once per generator step.
+        order: "d_first", "g_first", "simultaneous" or "fused" (see above).
+        simultaneous_g_weight: lambda of the simultaneous and fused updates.
         ema_decay: decay of the exponential moving average of G's weights; ``None`` turns EMA off.
         num_fixed_samples: size of the fixed noise batch used for sample grids.
         data_shape: shape of one sample; linked from the data module by the CLI.
@@ -75,6 +91,10 @@ class GANModule(L.LightningModule):
         regularizers: list[Regularizer] | None = None,
         g_optimizer: OptimizerFactory | None = None,
         d_optimizer: OptimizerFactory | None = None,
+        g_lr_scheduler: SchedulerFactory | None = None,
+        d_lr_scheduler: SchedulerFactory | None = None,
+        order: UpdateOrder = "d_first",
+        simultaneous_g_weight: float = 1.0,
         ema_decay: float | None = 0.999,
         num_fixed_samples: int = 64,
         data_shape: tuple[int, ...] = (1, 32, 32),
@@ -93,6 +113,11 @@ class GANModule(L.LightningModule):
         self.regularizers = list(regularizers or [])
         self._g_opt_factory = g_optimizer or _dcgan_adam
         self._d_opt_factory = d_optimizer or _dcgan_adam
+        self._scheduler_factories = (g_lr_scheduler, d_lr_scheduler)
+        if order not in ("d_first", "g_first", "simultaneous", "fused"):
+            raise ConfigError(f"order must be d_first, g_first, simultaneous or fused, got {order!r}")
+        self.order = order
+        self.simultaneous_g_weight = simultaneous_g_weight
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
         # EMA of G only (a D average is useless): Lightning's WeightAveraging would average D too.
@@ -135,11 +160,16 @@ class GANModule(L.LightningModule):
         return torch.randn(n, self.latent_dim, device=self.device, generator=self._noise_rng)
 
     # --- optimizers ----------------------------------------------------------------------------
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [
-            self._g_opt_factory(self.generator.parameters()),
-            self._d_opt_factory(self.discriminator.parameters()),
-        ]
+    def configure_optimizers(self) -> list[dict[str, Any]]:
+        configs = []
+        for net, make_opt, make_sched in zip(
+            (self.generator, self.discriminator),
+            (self._g_opt_factory, self._d_opt_factory),
+            self._scheduler_factories,
+        ):
+            opt = make_opt(net.parameters())
+            configs.append({"optimizer": opt, **({"lr_scheduler": make_sched(opt)} if make_sched else {})})
+        return configs
 
     # --- the update loop -----------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -149,11 +179,45 @@ class GANModule(L.LightningModule):
         if len(real_all) % k:
             raise ConfigError(f"batch of {len(real_all)} cannot be split into {k} D steps; use GANDataModule")
         reals = real_all.split(len(real_all) // k)
-        for real in reals:
-            self.d_step(real, d_opt)
-        self.g_step(reals[-1], g_opt)
+        if self.order == "g_first":
+            self.g_step(reals[0], g_opt)
+            for real in reals:
+                self.d_step(real, d_opt)
+        elif self.order == "d_first":
+            for real in reals:
+                self.d_step(real, d_opt)
+            self.g_step(reals[-1], g_opt)
+        else:  # the last D step and the G step in one backward
+            for real in reals[:-1]:
+                self.d_step(real, d_opt)
+            joint = self.simultaneous_step if self.order == "simultaneous" else self.fused_step
+            joint(reals[-1], g_opt, d_opt)
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
+        for scheduler in self._lr_schedulers():
+            scheduler.step()
+
+    def _lr_schedulers(self) -> list:
+        schedulers = self.lr_schedulers()
+        return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
+
+    def _regularize(self, loss: Tensor, real: Tensor, fake: Tensor) -> Tensor:
+        """Add the due regularizers' scaled penalties to the D loss (and log each)."""
+        d_step = int(self.d_steps_done)
+        for reg in self.regularizers:
+            if reg.is_due(d_step):
+                reg.generator = self._noise_rng
+                term = reg.scaled_penalty(self.discriminator, real, fake)
+                self.log(f"loss/D/{type(reg).__name__.lower()}", term)
+                loss = loss + term
+        return loss
+
+    def _finish_d_step(self, d_opt: LightningOptimizer, real_out: Tensor, fake_out: Tensor) -> None:
+        _step_without_counting(d_opt)
+        for reg in self.regularizers:
+            reg.after_d_step(self.discriminator)
+        self.d_steps_done += 1
+        self.log_dict({"scores/real": real_out.detach().mean(), "scores/fake": fake_out.detach().mean()})
 
     def d_step(self, real: Tensor, d_opt: LightningOptimizer) -> None:
         """One D update on a fresh real batch: loss family + due regularizers."""
@@ -163,20 +227,11 @@ class GANModule(L.LightningModule):
             real_out, fake_out = self.discriminator(real), self.discriminator(fake)
             loss = self.loss.d_loss(real_out, fake_out)
             self.log("loss/D/main", loss)
-            d_step = int(self.d_steps_done)
-            for reg in self.regularizers:
-                if reg.is_due(d_step):
-                    term = reg.scaled_penalty(self.discriminator, real, fake)
-                    self.log(f"loss/D/{type(reg).__name__.lower()}", term)
-                    loss = loss + term
+            loss = self._regularize(loss, real, fake)
             self._check_finite(loss, "D")
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            _step_without_counting(d_opt)
-            for reg in self.regularizers:
-                reg.after_d_step(self.discriminator)
-        self.d_steps_done += 1
-        self.log_dict({"scores/real": real_out.detach().mean(), "scores/fake": fake_out.detach().mean()})
+            self._finish_d_step(d_opt, real_out, fake_out)
 
     def g_step(self, real: Tensor, g_opt: LightningOptimizer) -> None:
         """One G update. ``real`` is only read by relativistic losses."""
@@ -189,6 +244,44 @@ class GANModule(L.LightningModule):
             self.manual_backward(loss)
             g_opt.step()
         self.log("loss/G/main", loss, prog_bar=True)
+
+    def simultaneous_step(self, real: Tensor, g_opt: LightningOptimizer, d_opt: LightningOptimizer) -> None:
+        """D and G updated from one loss and one backward, via stop-gradient (Su 2019)."""
+        fake = self.generator(self.noise(len(real)))
+        fake_sg = fake.detach()  # stop_gradient(G(z)): the D loss cannot reach G
+        real_out, fake_out_sg, fake_out = (self.discriminator(x) for x in (real, fake_sg, fake))
+        d_loss = self.loss.d_loss(real_out, fake_out_sg)
+        # 0 in value; its D gradients cancel exactly, leaving G's gradient of the G loss with D held fixed
+        g_term = self.loss.g_loss(fake_out, real_out) - self.loss.g_loss(fake_out_sg, real_out)
+        self.log("loss/D/main", d_loss)
+        self.log("loss/G/main", self.loss.g_loss(fake_out_sg.detach(), real_out.detach()), prog_bar=True)
+        loss = self._regularize(d_loss, real, fake_sg) + self.simultaneous_g_weight * g_term
+        self._check_finite(loss, "simultaneous")
+        d_opt.zero_grad(set_to_none=True)
+        g_opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self._finish_d_step(d_opt, real_out, fake_out_sg)
+        g_opt.step()
+
+    def fused_step(self, real: Tensor, g_opt: LightningOptimizer, d_opt: LightningOptimizer) -> None:
+        """The simultaneous update with a single D forward on [real; fake]."""
+        fake = self.generator(self.noise(len(real)))
+        fake_in = fake.detach().requires_grad_(True)  # a leaf: D's graph ends here, G's starts here
+        real_out, fake_out = self.discriminator(torch.cat([real, fake_in])).split([len(real), len(fake_in)])
+        d_loss = self.loss.d_loss(real_out, fake_out)
+        g_loss = self.loss.g_loss(fake_out, real_out)
+        self.log("loss/D/main", d_loss)
+        self.log("loss/G/main", g_loss, prog_bar=True)
+        d_loss = self._regularize(d_loss, real, fake_in.detach())
+        self._check_finite(d_loss + g_loss, "fused")
+        # input-only backward: dL_G/d(fake images), no D weight gradients are formed
+        (image_grad,) = torch.autograd.grad(self.simultaneous_g_weight * g_loss, fake_in, retain_graph=True)
+        d_opt.zero_grad(set_to_none=True)
+        g_opt.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss, inputs=list(self.discriminator.parameters()))
+        self.manual_backward(fake, image_grad)  # chain rule through G
+        self._finish_d_step(d_opt, real_out, fake_out)
+        g_opt.step()
 
     def _check_finite(self, loss: Tensor, who: str) -> None:
         if not torch.isfinite(loss).all():

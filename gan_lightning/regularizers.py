@@ -33,6 +33,8 @@ class Regularizer:
             raise ConfigError(f"{type(self).__name__}.every must be >= 1, got {every}")
         self.weight = weight
         self.every = every
+        # Set by the GANModule to its checkpointed noise RNG, so random penalties resume exactly.
+        self.generator: torch.Generator | None = None
 
     def is_due(self, d_step: int) -> bool:
         return d_step % self.every == 0
@@ -49,7 +51,7 @@ class Regularizer:
         """Called after every D optimizer step."""
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in vars(self).items())
+        args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if k != "generator")
         return f"{type(self).__name__}({args})"
 
 
@@ -142,7 +144,7 @@ class GradientPenalty(Regularizer):
         return fake + eps * (real - fake)
 
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        _, grad = input_gradients(discriminator, self.interpolate(real, fake))
+        _, grad = input_gradients(discriminator, self.interpolate(real, fake, self.generator))
         return (grad.norm(2, dim=1) - self.target).pow(2).mean()
 
 
@@ -179,7 +181,7 @@ class DRAGANPenalty(Regularizer):
         return real + self.c * real.std(correction=0) * noise
 
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        _, grad = input_gradients(discriminator, self.perturb(real))
+        _, grad = input_gradients(discriminator, self.perturb(real, self.generator))
         return (grad.norm(2, dim=1) - self.k).pow(2).mean()
 
 

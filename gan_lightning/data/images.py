@@ -32,17 +32,32 @@ from gan_lightning.errors import ConfigError, DataError
 DOWNLOAD_HINT = "or set data.init_args.download: true on a machine with network"
 NATIVE_SIZE = {"mnist": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "stl10": 96}
 # Where torchvision looks for each dataset (relative to ``root``) and the files it needs there.
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 LAYOUT: dict[str, tuple[str, tuple[str, ...]]] = {
     "mnist": ("MNIST/raw", MNIST_FILES),
     "fashion_mnist": ("FashionMNIST/raw", MNIST_FILES),
-    "cifar10": ("cifar-10-batches-py", (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-                                        "batches.meta")),
+    "cifar10": (
+        "cifar-10-batches-py",
+        (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"),
+    ),
     "cifar100": ("cifar-100-python", ("train", "test", "meta")),
     "stl10": ("stl10_binary", ("train_X.bin", "train_y.bin", "unlabeled_X.bin", "test_X.bin", "test_y.bin")),
-    "celeba": ("celeba", ("img_align_celeba/", "list_eval_partition.txt", "list_attr_celeba.txt",
-                          "identity_CelebA.txt", "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt")),
+    "celeba": (
+        "celeba",
+        (
+            "img_align_celeba/",
+            "list_eval_partition.txt",
+            "list_attr_celeba.txt",
+            "identity_CelebA.txt",
+            "list_bbox_celeba.txt",
+            "list_landmarks_align_celeba.txt",
+        ),
+    ),
 }
 # What a failed load can raise: torchvision's "Dataset not found" (RuntimeError), URLError (an OSError),
 # broken pickles and idx files (ValueError, EOFError, pickle.UnpicklingError, AssertionError, TypeError).

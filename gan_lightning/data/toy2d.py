@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -47,7 +48,9 @@ class GaussianMixture2D(GANDataModule):
         num_samples: training points (validation and test get ``num_samples // 10`` each).
     """
 
-    def __init__(self, kind: str = "ring", num_samples: int = 100_000, batch_size: int = 256, **kwargs) -> None:
+    def __init__(
+        self, kind: str = "ring", num_samples: int = 100_000, batch_size: int = 256, **kwargs: Any
+    ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
         mixture_means(kind)  # validates the name now, not at setup
         self.kind = kind
