@@ -107,11 +107,16 @@ def test_sample_on_2d_data_writes_points(tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_continues_the_same_run(tmp_path):
-    """Stop at G step 3, resume to 6: same weights, optimizer states and EMA as one run of 6 steps."""
-    full = _fit_tiny(tmp_path / "full", 6)
-    half = _fit_tiny(tmp_path / "half", 3)
-    resumed = _fit_tiny(tmp_path / "half", 6, ["--ckpt_path", str(half / "version_0/checkpoints/last.ckpt")])
+@pytest.mark.parametrize(
+    "extra", [[], ["--config", str(ROOT / "configs/regularizer/gp1.yaml")]], ids=["plain", "gp"]
+)
+def test_resumed_run_continues_the_same_run(tmp_path, extra):
+    """Stop at G step 3, resume to 6: same weights, optimizer states and EMA as one run of 6 steps (also
+    with a random penalty, whose interpolation draws come from the checkpointed noise RNG)."""
+    full = _fit_tiny(tmp_path / "full", 6, extra)
+    half = _fit_tiny(tmp_path / "half", 3, extra)
+    ckpt = ["--ckpt_path", str(half / "version_0/checkpoints/last.ckpt")]
+    resumed = _fit_tiny(tmp_path / "half", 6, [*extra, *ckpt])
     a = torch.load(full / "version_0/checkpoints/last.ckpt", weights_only=False)
     b = torch.load(resumed / "version_1/checkpoints/last.ckpt", weights_only=False)
     assert a["global_step"] == b["global_step"] == 6
