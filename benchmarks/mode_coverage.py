@@ -19,13 +19,12 @@ import warnings
 from pathlib import Path
 
 import torch
+from common import ROOT, build
 
-from gan_lightning.cli import GANCLI
 from gan_lightning.data.toy2d import MIXTURE_STD, mixture_means
 from gan_lightning.metrics import mode_coverage
 from gan_lightning.sample import generate
 
-ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = [
     "non_saturating",
     "minimax",
@@ -51,33 +50,14 @@ Published, 2,500 samples, same protocol (modes / high-quality % / reverse KL):
 
 
 def run(dataset: str, family: str, seed: int, steps: int, out: Path) -> tuple[dict, torch.Tensor]:
-    args = [
-        "--config",
-        str(ROOT / f"configs/toy/{dataset}.yaml"),
-        "--config",
-        str(ROOT / f"configs/loss/{family}.yaml"),
-        "--seed_everything",
-        str(seed),
-        "--trainer.max_steps",
-        str(steps),
-        "--trainer.default_root_dir",
-        str(out / f"{dataset}-{family}-{seed}"),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.logger",
-        "false",
-        "--trainer.limit_val_batches",
-        "0",
-        "--samples.every_n_steps",
-        "0",
-        "--checkpoint.every_n_train_steps",
-        "0",
-        "--checkpoint.save_last",
-        "false",
-    ]
-    cli = GANCLI(args=args, run=False)
+    cli = build(
+        [f"toy/{dataset}.yaml", f"loss/{family}.yaml"],
+        {
+            "--seed_everything": str(seed),
+            "--trainer.max_steps": str(steps),
+            "--trainer.default_root_dir": str(out / f"{dataset}-{family}-{seed}"),
+        },
+    )
     cli.trainer.fit(cli.model, cli.datamodule)
     samples = generate(cli.model, 2500, seed=1000 + seed)
     return mode_coverage(samples, mixture_means(dataset), MIXTURE_STD[dataset]), samples

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from common import ROOT, build
 
-from gan_lightning.cli import GANCLI
-
-ROOT = Path(__file__).resolve().parents[1]
 ORDERS = ["d_first", "g_first", "simultaneous", "fused"]
 
 
@@ -47,37 +45,18 @@ class Timer(L.Callback):
 
 def measure(order: str, steps: int, warmup: int, width: int, accelerator: str) -> float:
     timer = Timer(warmup)
-    args = [
-        "--config",
-        str(ROOT / "configs/quickstart.yaml"),
-        "--model.order",
-        order,
-        "--model.generator.init_args.width",
-        str(width),
-        "--model.discriminator.init_args.width",
-        str(width),
-        "--trainer.max_steps",
-        str(steps + warmup),
-        "--trainer.accelerator",
-        accelerator,
-        "--trainer.default_root_dir",
-        str(ROOT / "runs/bench_throughput"),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.logger",
-        "false",
-        "--trainer.limit_val_batches",
-        "0",
-        "--samples.every_n_steps",
-        "0",
-        "--checkpoint.every_n_train_steps",
-        "0",
-        "--checkpoint.save_last",
-        "false",
-    ]
-    cli = GANCLI(args=args, run=False, trainer_defaults={"callbacks": [timer]})
+    cli = build(
+        ["quickstart.yaml"],
+        {
+            "--model.order": order,
+            "--model.generator.init_args.width": str(width),
+            "--model.discriminator.init_args.width": str(width),
+            "--trainer.max_steps": str(steps + warmup),
+            "--trainer.accelerator": accelerator,
+            "--trainer.default_root_dir": str(ROOT / "runs/bench_throughput"),
+        },
+        trainer_defaults={"callbacks": [timer]},
+    )
     cli.trainer.fit(cli.model, cli.datamodule)
     return timer.steps * cli.datamodule.batch_size / timer.seconds
 
