@@ -72,12 +72,16 @@ class SampleGrid(L.Callback):
         if trainer.global_step != self._last_step:
             self.write(trainer, pl_module)
 
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
+        self._last_step = trainer.global_step
+        # trainer.log_dir broadcasts from rank 0 (a collective): every rank must ask, not rank 0 alone.
+        return self._write(trainer, pl_module, Path(trainer.log_dir or trainer.default_root_dir))
+
     @rank_zero_only
-    def write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path:
-        # Rank 0 only is safe: sampling is eval mode (no SyncBN collective) and no metric is computed.
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, log_dir: Path) -> Path:
+        # Rank 0 only is safe here: sampling is eval mode (no SyncBN collective) and no metric is computed.
         step = trainer.global_step
-        self._last_step = step
-        out = Path(trainer.log_dir or trainer.default_root_dir) / "samples" / f"step_{step:07d}.png"
+        out = log_dir / "samples" / f"step_{step:07d}.png"
         if len(pl_module.data_shape) == 3:
             path = save_grid(pl_module.sample(pl_module.fixed_noise).cpu(), out, self.nrow)
         else:
