@@ -10,7 +10,6 @@ all count generator steps. D steps are counted separately in ``d_steps_done``.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -322,7 +321,3 @@ class GANModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._noise_rng_state = checkpoint.get("noise_rng_state")
         self._noise_rng = None
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in module.parameters())

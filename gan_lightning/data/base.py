@@ -93,7 +93,7 @@ class StepBatchSampler(BatchSampler):
         self,
         sampler: Sampler[int],
         batch_size: int,
-        drop_last: bool = True,
+        drop_last: bool = True,  # always True; kept so Lightning can re-instantiate it with a DDP sampler
         schedule: DSteps | None = None,
         current_step: Callable[[], int] | None = None,
     ) -> None:
@@ -164,10 +164,6 @@ class GANDataModule(L.LightningDataModule):
     def data_shape(self) -> tuple[int, ...]:
         """(C, H, W) for images, (2,) for points. Linked to the networks by the CLI."""
         raise NotImplementedError
-
-    @property
-    def is_image(self) -> bool:
-        return len(self.data_shape) == 3
 
     def build(self, split: str) -> Dataset:
         """Return the dataset of ``split`` ("train", "val" or "test")."""
