@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
@@ -113,8 +113,8 @@ class GANModule(L.LightningModule):
         self._g_opt_factory = g_optimizer or _dcgan_adam
         self._d_opt_factory = d_optimizer or _dcgan_adam
         self._scheduler_factories = (g_lr_scheduler, d_lr_scheduler)
-        if order not in ("d_first", "g_first", "simultaneous", "fused"):
-            raise ConfigError(f"order must be d_first, g_first, simultaneous or fused, got {order!r}")
+        if order not in get_args(UpdateOrder):
+            raise ConfigError(f"order must be one of {', '.join(get_args(UpdateOrder))}, got {order!r}")
         self.order = order
         self.simultaneous_g_weight = simultaneous_g_weight
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
@@ -250,10 +250,11 @@ class GANModule(L.LightningModule):
         fake_sg = fake.detach()  # stop_gradient(G(z)): the D loss cannot reach G
         real_out, fake_out_sg, fake_out = (self.discriminator(x) for x in (real, fake_sg, fake))
         d_loss = self.loss.d_loss(real_out, fake_out_sg)
+        g_loss = self.loss.g_loss(fake_out, real_out)
         # 0 in value; its D gradients cancel exactly, leaving G's gradient of the G loss with D held fixed
-        g_term = self.loss.g_loss(fake_out, real_out) - self.loss.g_loss(fake_out_sg, real_out)
+        g_term = g_loss - self.loss.g_loss(fake_out_sg, real_out)
         self.log("loss/D/main", d_loss)
-        self.log("loss/G/main", self.loss.g_loss(fake_out_sg.detach(), real_out.detach()), prog_bar=True)
+        self.log("loss/G/main", g_loss.detach(), prog_bar=True)
         loss = self._regularize(d_loss, real, fake_sg) + self.simultaneous_g_weight * g_term
         self._check_finite(loss, "simultaneous")
         d_opt.zero_grad(set_to_none=True)

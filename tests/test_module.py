@@ -12,10 +12,10 @@ from gan_lightning.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscrimina
 from gan_lightning.schedules import DSteps, FixedDSteps
 
 
-def toy_module(**kwargs) -> GANModule:
+def toy_module(cls: type[GANModule] = GANModule, **kwargs) -> GANModule:
     kwargs.setdefault("generator", partial(MLPGenerator, latent_dim=2, hidden=16, depth=2))
     kwargs.setdefault("discriminator", partial(MLPDiscriminator, hidden=16, depth=2))
-    return GANModule(data_shape=(2,), **kwargs)
+    return cls(data_shape=(2,), **kwargs)
 
 
 def trainer(tmp_path, max_steps: int, **kwargs) -> L.Trainer:
@@ -86,12 +86,7 @@ class Spy(GANModule):
 
 
 def test_d_step_changes_only_d_and_g_step_changes_only_g(tmp_path):
-    module = Spy(
-        generator=partial(MLPGenerator, latent_dim=2, hidden=16, depth=2),
-        discriminator=partial(MLPDiscriminator, hidden=16, depth=2),
-        schedule=FixedDSteps(2),
-        data_shape=(2,),
-    )
+    module = toy_module(Spy, schedule=FixedDSteps(2))
     module.changed = []
     trainer(tmp_path, max_steps=3).fit(module, toy_data())
     # (step, G changed, D changed), in the D-first order: D, D, G per generator step

@@ -11,7 +11,6 @@ from test_module import Spy, toy_data, toy_module, trainer
 
 from gan_lightning.losses import RSGAN, Hinge, NonSaturating, RaGAN, RaLSGAN, Wasserstein
 from gan_lightning.module import GANModule
-from gan_lightning.nets import MLPDiscriminator, MLPGenerator
 from gan_lightning.regularizers import R1, GradientPenalty, WeightClipping
 from gan_lightning.schedules import FixedDSteps, WGANSchedule
 
@@ -51,15 +50,7 @@ FAMILIES = [NonSaturating(), Hinge(), Wasserstein(), RSGAN(), RaGAN(), RaLSGAN()
 
 @pytest.mark.parametrize("loss", FAMILIES, ids=repr)
 def test_simultaneous_and_fused_steps_match_alternating_gradients_with_d_held_fixed(tmp_path, loss):
-    module = GradientProbe(
-        generator=partial(MLPGenerator, latent_dim=2, hidden=16, depth=2),
-        discriminator=partial(MLPDiscriminator, hidden=16, depth=2),
-        loss=loss,
-        g_optimizer=ZERO_LR,
-        d_optimizer=ZERO_LR,
-        data_shape=(2,),
-        ema_decay=None,
-    )
+    module = toy_module(GradientProbe, loss=loss, g_optimizer=ZERO_LR, d_optimizer=ZERO_LR, ema_decay=None)
     trainer(tmp_path, max_steps=1).fit(module, toy_data())
     g_ref, d_ref = module.grads["alternating"]
     assert any(g.abs().sum() > 0 for g in g_ref) and any(d.abs().sum() > 0 for d in d_ref)
@@ -70,13 +61,7 @@ def test_simultaneous_and_fused_steps_match_alternating_gradients_with_d_held_fi
 
 
 def test_g_first_updates_g_before_d(tmp_path):
-    module = Spy(
-        generator=partial(MLPGenerator, latent_dim=2, hidden=16, depth=2),
-        discriminator=partial(MLPDiscriminator, hidden=16, depth=2),
-        schedule=FixedDSteps(2),
-        order="g_first",
-        data_shape=(2,),
-    )
+    module = toy_module(Spy, schedule=FixedDSteps(2), order="g_first")
     module.changed = []
     trainer(tmp_path, max_steps=2).fit(module, toy_data())
     assert module.changed == [("G step", True, False), ("D step", False, True), ("D step", False, True)] * 2
