@@ -1,9 +1,9 @@
-"""Command line: ``python -m gan_lightning {fit,validate,test,sample} ...``.
+"""Command line: ``python -m gan_lightning {fit,validate,test,sample,evaluate} ...``.
 
-``fit``/``validate``/``test`` are LightningCLI (jsonargparse) subcommands; ``sample`` is a small
-jsonargparse parser of its own (it needs a checkpoint, not a Trainer). Errors that are the user's to
-fix (a wrong key, a missing dataset, a size the network can't make, a diverged run) are printed as one
-``error:`` line, with no traceback, and exit with status 2.
+``fit``/``validate``/``test`` are LightningCLI (jsonargparse) subcommands; ``sample`` and ``evaluate``
+are small jsonargparse parsers of their own (they need a checkpoint, not a Trainer). Errors that are
+the user's to fix (a wrong key, a missing dataset, a size the network can't make, a diverged run) are
+printed as one ``error:`` line, with no traceback, and exit with status 2.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from gan_lightning.callbacks import GStepCheckpoint, SampleGrid
 from gan_lightning.data.base import GANDataModule
 from gan_lightning.errors import ConfigError, GanLightningError
+from gan_lightning.evaluation import BestCheckpoint, GANMetrics
 from gan_lightning.module import GANModule
 
 
@@ -51,9 +52,10 @@ class GANSaveConfig(SaveConfigCallback):
 
 
 class GANCLI(LightningCLI):
-    """LightningCLI with the data shape linked from the data module to the networks, the sample grid and
-    checkpoint callbacks always present (``--samples.*``, ``--checkpoint.*``), and two optimizers
-    configured on the model (``model.g_optimizer`` / ``model.d_optimizer``)."""
+    """LightningCLI with the data shape linked from the data module to the networks, the sample grid,
+    checkpoint, metrics and best-FID callbacks always present (``--samples.*``, ``--checkpoint.*``,
+    ``--metrics.*``, ``--best.*``), and two optimizers configured on the model (``model.g_optimizer`` /
+    ``model.d_optimizer``)."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_callback", GANSaveConfig)
@@ -95,6 +97,8 @@ class GANCLI(LightningCLI):
         parser.link_arguments("data.data_shape", "model.data_shape", apply_on="instantiate")
         parser.add_lightning_class_args(SampleGrid, "samples")
         parser.add_lightning_class_args(GStepCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(GANMetrics, "metrics")
+        parser.add_lightning_class_args(BestCheckpoint, "best")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -149,6 +153,10 @@ def main(argv: list[str] | None = None) -> None:
             from gan_lightning.sample import sample_main
 
             sample_main(args[1:])
+        elif args and args[0] == "evaluate":
+            from gan_lightning.evaluate import evaluate_main
+
+            evaluate_main(args[1:])
         else:
             GANCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except GanLightningError as err:

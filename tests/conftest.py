@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Real features and classifier weights go to a fresh cache per session: tests never read or write ~/.cache.
+os.environ["GAN_LIGHTNING_CACHE"] = tempfile.mkdtemp(prefix="gan-lightning-cache-")
 
 
 def tiny_args(root: Path, max_steps: int = 6, **extra: str) -> list[str]:
@@ -54,9 +57,11 @@ def run_cli(args: list[str]) -> None:
     main(args)
 
 
-def run_cli_subprocess(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli_subprocess(
+    args: list[str], timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=path)
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=path, **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "gan_lightning", *args],
         cwd=ROOT,

@@ -3,6 +3,7 @@
 import torch
 
 from gan_lightning.losses import NonSaturating
+from gan_lightning.metrics.features import FeatureExtractor
 
 
 class NaNAfterCalls(NonSaturating):
@@ -16,3 +17,25 @@ class NaNAfterCalls(NonSaturating):
         self._n += 1
         loss = super().d_loss(real_out, fake_out)
         return loss * torch.nan if self._n > self.calls else loss
+
+
+class RandomFeatures(FeatureExtractor):
+    """A stand-in for InceptionV3 in tests: a fixed random projection of 4x4-pooled images, with a call
+    counter (to prove cache hits)."""
+
+    name = "random-features-v1"
+    key_prefix = "rand_"
+
+    def __init__(self, num_features: int = 8, num_classes: int = 5, seed: int = 0) -> None:
+        super().__init__()
+        self.num_features, self.num_classes = num_features, num_classes
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("proj", torch.randn(16, num_features, generator=g))
+        self.register_buffer("head", torch.randn(num_features, num_classes, generator=g))
+        self.calls = 0
+
+    def extract(self, images):
+        self.calls += 1
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images.float().mean(1, keepdim=True), 4).flatten(1)
+        features = pooled @ self.proj
+        return features, features @ self.head

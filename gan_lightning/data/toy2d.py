@@ -64,6 +64,10 @@ class GaussianMixture2D(GANDataModule):
     def means(self) -> Tensor:
         return mixture_means(self.kind)
 
+    @property
+    def std(self) -> float:
+        return MIXTURE_STD[self.kind]
+
     def build(self, split: str) -> Dataset:
         n = self.num_samples if split == "train" else max(self.num_samples // 10, 1)
         offset = {"train": 0, "val": 1, "test": 2}[split]

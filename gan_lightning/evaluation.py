@@ -1,0 +1,223 @@
+"""Evaluation during training and on checkpoints: FID/KID/IS/mode counts for images, the PacGAN mode
+coverage for the 2D mixtures.
+
+:class:`GANMetrics` runs at every validation (``trainer.val_check_interval`` counts generator steps),
+on G's EMA when there is one, and logs ``val/<prefix><metric>`` to every logger. :class:`BestCheckpoint`
+keeps the checkpoint with the best FID. ``python -m gan_lightning evaluate`` runs the same code on a
+checkpoint and writes ``metrics.json``.
+
+DDP: each rank generates a strided share of one seeded set of latents (so the sample set does not
+depend on the number of processes), extracts its features, and the torchmetrics states sync inside
+``compute()``, which every rank calls; every rank then logs the same synced values (no rank-0-only
+collective, Lightning/torchmetrics #2684).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor
+
+from gan_lightning.errors import ConfigError
+from gan_lightning.metrics.cache import cache_key, real_features, subset_indices
+from gan_lightning.metrics.features import FeatureExtractor
+from gan_lightning.metrics.scores import METRICS, FeatureScores
+from gan_lightning.metrics.toy2d import mode_coverage
+
+
+class GANMetrics(L.Callback):
+    """Sample-quality metrics at each validation and test.
+
+    Args:
+        extractor: the feature network for image data: ``gan_lightning.metrics.InceptionV3`` (standard
+            FID/IS/KID) or ``gan_lightning.metrics.DigitFeatures`` (offline, digits only). ``None``:
+            no image metrics. 2D mixtures need none: they get modes / high-quality % / reverse KL.
+        metrics: which of "fid", "kid", "is", "modes" to compute for images (``None``: all).
+        num_fake: generated samples per evaluation (FID is biased upward at small counts: compare only
+            runs evaluated with the same count).
+        num_real: real images for the reference statistics (``None``: the whole split).
+        real_split: the split the reference statistics come from.
+        batch_size: images per generator / extractor forward pass.
+        kid_subsets, kid_subset_size, is_splits: as in torchmetrics.
+        use_cache: keep the real features on disk (see ``gan_lightning.metrics.cache``).
+        seed: seed of the evaluation latents and of KID/IS's subset draws (fixed: every evaluation of a
+            run sees the same latents, so successive scores differ only through G).
+        num_points: samples for the 2D mode coverage (2,500 in the PacGAN/VEEGAN protocol).
+    """
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor | None = None,
+        metrics: list[str] | None = None,
+        num_fake: int = 10_000,
+        num_real: int | None = None,
+        real_split: Literal["train", "val", "test"] = "train",
+        batch_size: int = 250,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        is_splits: int = 10,
+        use_cache: bool = True,
+        seed: int = 0,
+        num_points: int = 2500,
+    ) -> None:
+        if num_fake < 2:
+            raise ConfigError(f"metrics.num_fake must be >= 2, got {num_fake}")
+        self.extractor = extractor
+        self.metrics = list(METRICS if metrics is None else metrics)
+        self.num_fake = num_fake
+        self.num_real = num_real
+        self.real_split = real_split
+        self.batch_size = batch_size
+        self.kid_args = {
+            "kid_subsets": kid_subsets,
+            "kid_subset_size": kid_subset_size,
+            "is_splits": is_splits,
+        }
+        FeatureScores(1, 1, self.metrics)  # validate the names now, not at the first validation
+        self.use_cache = use_cache
+        self.seed = seed
+        self.num_points = num_points
+        self.scores: FeatureScores | None = None
+        self.last: dict[str, float] = {}
+
+    @property
+    def fid_key(self) -> str | None:
+        """The logged FID key, when FID is computed."""
+        if self.extractor is None or "fid" not in self.metrics:
+            return None
+        return f"val/{self.extractor.key_prefix}fid"
+
+    # --- Lightning hooks -------------------------------------------------------------------------
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._log(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, pl_module, "test")
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        gather = pl_module.all_gather if trainer.world_size > 1 else None
+        results = self.evaluate(
+            pl_module, trainer.datamodule, trainer.global_rank, trainer.world_size, gather
+        )
+        for name, value in results.items():
+            # already synced: every rank logs the same value, so no further reduction
+            pl_module.log(f"{stage}/{name}", value, sync_dist=False)
+
+    # --- the computation, shared with `evaluate` ---------------------------------------------------
+    @torch.no_grad()
+    def evaluate(
+        self,
+        module: L.LightningModule,
+        datamodule: L.LightningDataModule,
+        rank: int = 0,
+        world_size: int = 1,
+        all_gather: Callable[[Tensor], Tensor] | None = None,
+    ) -> dict[str, float]:
+        """The metrics of ``module``'s sampling generator, keys prefixed by the extractor's prefix."""
+        t0 = time.perf_counter()
+        if len(module.data_shape) == 1:
+            results = self._toy2d(module, datamodule)
+        elif self.extractor is None:
+            return {}
+        else:
+            results = self._images(module, datamodule, rank, world_size, all_gather)
+        self.last = {**results, "eval_seconds": time.perf_counter() - t0}
+        return results
+
+    def _toy2d(self, module: L.LightningModule, datamodule: L.LightningDataModule) -> dict[str, float]:
+        if not hasattr(datamodule, "means"):
+            return {}
+        g = torch.Generator().manual_seed(self.seed)
+        z = torch.randn(self.num_points, module.latent_dim, generator=g).to(module.device)
+        # every rank draws the same samples: identical results, no collective needed
+        out = mode_coverage(module.sample(z), datamodule.means, datamodule.std)
+        return {k: float(v) for k, v in out.items()}
+
+    def _images(
+        self,
+        module: L.LightningModule,
+        datamodule: L.LightningDataModule,
+        rank: int,
+        world_size: int,
+        all_gather: Callable[[Tensor], Tensor] | None,
+    ) -> dict[str, float]:
+        extractor = self.extractor.to(module.device)
+        if self.scores is None:
+            scores = FeatureScores(
+                extractor.num_features, extractor.num_classes, self.metrics, **self.kid_args
+            )
+            scores = scores.to(module.device)
+            split = self.real_split
+            if split not in datamodule.splits:
+                datamodule.splits[split] = datamodule.build(split)
+            dataset = datamodule.splits[split]
+            num = len(subset_indices(len(dataset), self.num_real))
+            key = cache_key(type(datamodule).__name__, split, dataset, extractor, num)
+            feats, _ = real_features(
+                dataset, key, extractor, num, self.batch_size, module.device, self.use_cache,
+                rank, world_size, all_gather,
+            )  # fmt: skip
+            scores.update_real(feats[rank::world_size])  # a shard each: the synced sums are exact
+            self.scores = scores
+        scores = self.scores
+        scores.reset_fake()
+        g = torch.Generator().manual_seed(self.seed)
+        z_all = torch.randn(self.num_fake, module.latent_dim, generator=g)
+        for z in z_all[rank::world_size].split(self.batch_size):
+            scores.update_fake(*extractor(module.sample(z.to(module.device)).float()))
+        results = scores.compute(self.seed)
+        return {f"{extractor.key_prefix}{k}": v for k, v in results.items()}
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Keeps the checkpoint with the best FID, saved right after the evaluation that measured it.
+
+    ``monitor=None`` follows the :class:`GANMetrics` callback's FID (``val/fid``, or ``val/digit_fid``
+    with the digit classifier); with no FID configured this callback does nothing. Set ``monitor`` and
+    ``mode`` to keep the best of another logged value (e.g. ``val/modes`` with ``mode: max``).
+    """
+
+    def __init__(
+        self,
+        monitor: str | None = None,
+        mode: Literal["min", "max"] = "min",
+        filename: str = "best-step={step:07d}",
+        save_top_k: int = 1,
+    ) -> None:
+        super().__init__(
+            monitor=monitor,
+            mode=mode,
+            filename=filename,
+            save_top_k=save_top_k,
+            auto_insert_metric_name=False,
+            save_on_train_epoch_end=False,
+        )
+        self._auto = monitor is None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._auto:
+            keys = [cb.fid_key for cb in trainer.callbacks if isinstance(cb, GANMetrics)]
+            self.monitor = next((k for k in keys if k), None)
+        super().setup(trainer, pl_module, stage)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.monitor is not None:
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass  # only after evaluations
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        pass
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a metric that is undefined (e.g. IS's std over one split) is written as null."""
+    return value if math.isfinite(value) else None

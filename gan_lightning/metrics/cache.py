@@ -1,0 +1,118 @@
+"""Real-data features, computed once and kept on disk.
+
+The key names the data module, the split, the image size, the number of images, the extractor (its
+name includes a hash of its weights) and a fingerprint of the split's content (its length and a few
+images), so a changed root, seed or split can never reuse stale features. Under DDP every rank extracts
+a strided shard and the shards are all-gathered, so each rank ends with the full set; rank 0 writes the
+file (atomically: a crash never leaves a half-written cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from gan_lightning.data.base import to_unit_range
+from gan_lightning.metrics.features import FeatureExtractor, cache_dir
+
+
+def subset_indices(n: int, num: int | None) -> Tensor:
+    """All of ``n`` items, or a fixed random ``num`` of them (image folders are sorted by class, so the
+    first ``num`` would be a biased reference set)."""
+    if num is None or num >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:num]
+
+
+def images_at(dataset: Dataset, indices: Tensor) -> Tensor:
+    """The images at ``indices`` as one float batch in [-1, 1]."""
+    idx = indices.tolist()
+    if hasattr(dataset, "__getitems__"):
+        x = dataset.__getitems__(idx)[0]
+    else:
+        x = torch.stack([torch.as_tensor(dataset[i][0]) for i in idx])
+    return to_unit_range(x) if x.dtype == torch.uint8 else x.float()
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """A hash of the dataset's length and of 8 images spread over it: cheap, and it changes whenever the
+    split does (another seed, root, size or subset)."""
+    n = len(dataset)  # type: ignore[arg-type]
+    h = hashlib.sha1(str(n).encode())
+    picks = torch.linspace(0, n - 1, steps=min(8, n)).round().long()
+    h.update(images_at(dataset, picks).numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def cache_key(source: str, split: str, dataset: Dataset, extractor: FeatureExtractor, num: int) -> str:
+    shape = "x".join(str(s) for s in images_at(dataset, torch.tensor([0])).shape[1:])
+    return f"{source}-{split}-{shape}-n{num}-{extractor.name}-{fingerprint(dataset)}"
+
+
+@torch.no_grad()
+def extract(
+    dataset: Dataset, indices: Tensor, extractor: FeatureExtractor, batch_size: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    feats, logits = [], []
+    for chunk in indices.split(batch_size):
+        f, l = extractor(images_at(dataset, chunk).to(device))
+        feats.append(f.float())
+        logits.append(l.float())
+    d, k = extractor.num_features, extractor.num_classes
+    empty = (torch.empty(0, d, device=device), torch.empty(0, k, device=device))
+    return (torch.cat(feats), torch.cat(logits)) if feats else empty
+
+
+def real_features(
+    dataset: Dataset,
+    key: str,
+    extractor: FeatureExtractor,
+    num: int | None = None,
+    batch_size: int = 250,
+    device: torch.device | str = "cpu",
+    use_cache: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+    all_gather: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(features, logits) of the real images, from the disk cache when present; every rank gets all."""
+    device = torch.device(device)
+    path = cache_dir() / "real_features" / f"{key}.pt"
+    hit = use_cache and path.is_file()
+    if world_size > 1:  # one decision for all ranks, or some would wait in all_gather forever
+        assert all_gather is not None, "world_size > 1 needs an all_gather"
+        hit = bool(all_gather(torch.tensor([int(hit)], device=device)).min())
+    if hit:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        return saved["features"], saved["logits"]
+    indices = subset_indices(len(dataset), num)  # type: ignore[arg-type]
+    mine = indices[rank::world_size]
+    f, l = extract(dataset, mine, extractor, batch_size, device)
+    if world_size > 1:
+        f, l = (_gather_strided(t, len(indices), rank, world_size, all_gather) for t in (f, l))
+    if use_cache and rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"features": f.cpu(), "logits": l.cpu(), "key": key}, tmp)
+        os.replace(tmp, path)
+    return f, l
+
+
+def _gather_strided(
+    local: Tensor, n: int, rank: int, world_size: int, all_gather: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """Rank r holds items r, r+W, r+2W, ...; return all n items in order on every rank."""
+    per_rank = -(-n // world_size)
+    padded = torch.zeros(per_rank, *local.shape[1:], dtype=local.dtype, device=local.device)
+    padded[: len(local)] = local
+    gathered = all_gather(padded)  # (W, per_rank, ...)
+    out = torch.empty(n, *local.shape[1:], dtype=local.dtype, device=local.device)
+    for r in range(world_size):
+        count = len(range(r, n, world_size))
+        out[r::world_size] = gathered[r][:count]
+    return out
