@@ -1,22 +1,30 @@
 """Mode coverage of every loss family on the 2D ring (8 modes) and grid (25 modes).
 
-Each run: `configs/toy/<dataset>.yaml` + `configs/loss/<family>.yaml`, the same generator-step budget,
+Each run: `configs/toy/<dataset>.yaml` + `configs/loss/<family>.yaml` (+ `configs/toy/overrides/<family>.yaml`
+where the family's image-setting hyperparameters are off for 2D toys), the same generator-step budget,
 seeds 0..S-1; then 2,500 samples scored by gan_lightning.metrics.mode_coverage (PacGAN protocol).
-Writes docs/mode_coverage.md (mean ± std over seeds) and docs/mode_coverage_<dataset>.png (seed 0).
+A family named `<family>@paper` is run without its toy override (the fragment's paper defaults as is).
+Writes docs/mode_coverage.md (mean ± std over seeds, every setting used) and
+docs/mode_coverage_<dataset>.png (seed 0). Text between the ANALYSIS markers of an existing
+docs/mode_coverage.md is kept.
 
-    python benchmarks/mode_coverage.py --steps 2000 --seeds 3
+    python benchmarks/mode_coverage.py --steps 3000 --seeds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import json
 import logging
 import math
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from common import ROOT, build
@@ -32,12 +40,17 @@ FAMILIES = [
     "lsgan",
     "wgan",
     "wgan_gp",
+    "wgan_gp@paper",
     "dragan",
+    "dragan@paper",
     "rsgan",
     "ragan",
     "ralsgan",
     "rahinge",
 ]
+PAPER = "@paper"
+OVERRIDES = ROOT / "configs/toy/overrides"
+ANALYSIS = ("<!-- ANALYSIS -->", "<!-- /ANALYSIS -->")
 PUBLISHED = """\
 Published, 2,500 samples, same protocol (modes / high-quality % / reverse KL):
 
@@ -49,18 +62,74 @@ Published, 2,500 samples, same protocol (modes / high-quality % / reverse KL):
 """
 
 
-def run(dataset: str, family: str, seed: int, steps: int, out: Path) -> tuple[dict, torch.Tensor]:
+def configs(dataset: str, name: str) -> list[str]:
+    """The config files of one benchmark entry, relative to configs/."""
+    family = name.removesuffix(PAPER)
+    files = [f"toy/{dataset}.yaml", f"loss/{family}.yaml"]
+    if not name.endswith(PAPER) and (OVERRIDES / f"{family}.yaml").is_file():
+        files.append(f"toy/overrides/{family}.yaml")
+    return files
+
+
+def run(dataset: str, name: str, seed: int, steps: int, out: Path) -> tuple[dict, torch.Tensor, Any]:
     cli = build(
-        [f"toy/{dataset}.yaml", f"loss/{family}.yaml"],
+        configs(dataset, name),
         {
             "--seed_everything": str(seed),
             "--trainer.max_steps": str(steps),
-            "--trainer.default_root_dir": str(out / f"{dataset}-{family}-{seed}"),
+            "--trainer.default_root_dir": str(out / f"{dataset}-{name.replace(PAPER, '-paper')}-{seed}"),
         },
     )
     cli.trainer.fit(cli.model, cli.datamodule)
     samples = generate(cli.model, 2500, seed=1000 + seed)
-    return mode_coverage(samples, mixture_means(dataset), MIXTURE_STD[dataset]), samples
+    return mode_coverage(samples, mixture_means(dataset), MIXTURE_STD[dataset]), samples, cli.config
+
+
+def _plain(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def describe(ns: Any, every_arg: bool = True) -> str:
+    """``Class(arg=value, ...)`` for a class_path/init_args namespace: every argument, or (``every_arg=False``,
+    for optimizers) ``lr``, ``betas`` and the arguments that differ from the class defaults."""
+    if ns is None:
+        return "—"
+    if isinstance(ns, list):
+        return ", ".join(describe(x, every_arg) for x in ns) or "—"
+    module, _, name = ns.class_path.rpartition(".")
+    params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    given = vars(ns.init_args) if ns.get("init_args") is not None else {}
+    args = [
+        f"{k}={_plain(v)}"
+        for k, v in given.items()
+        if every_arg or k in ("lr", "betas") or k not in params or params[k].default != _plain(v)
+    ]
+    return f"{name}({', '.join(args)})"
+
+
+def family_settings(config: Any) -> str:
+    m = config.model
+    schedule = describe(m.schedule) if m.schedule else "FixedDSteps(d_steps_per_g_step=1)"
+    sched = (
+        ""
+        if m.g_lr_scheduler is None and m.d_lr_scheduler is None
+        else (f"; LR schedule G {describe(m.g_lr_scheduler)}, D {describe(m.d_lr_scheduler)}")
+    )
+    return (
+        f"{describe(m.loss)} | {describe(m.regularizers)} | {schedule} "
+        f"| G {describe(m.g_optimizer, False)}; D {describe(m.d_optimizer, False)}{sched}"
+    )
+
+
+def common_settings(config: Any) -> str:
+    m, d = config.model, config.data.init_args
+    ema = "off" if m.ema_decay is None else f"decay {m.ema_decay}"
+    return (
+        f"G {describe(m.generator)}, D {describe(m.discriminator)}; batch {d.batch_size} real + "
+        f"{d.batch_size} fake per D step (a fresh real batch for each D step), {d.num_samples:,} training "
+        f"points drawn with the run's seed; update order {m.order}; EMA of G {ema}; no LR schedule unless "
+        "listed; optimizer arguments not shown are PyTorch's defaults"
+    )
 
 
 def fmt(values: list[float], digits: int = 1) -> str:
@@ -79,7 +148,8 @@ def scatter_sheet(samples: dict[str, torch.Tensor], dataset: str, path: Path) ->
 
     n = len(samples)
     cols = 4
-    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(3 * cols, 3 * math.ceil(n / cols)), dpi=80)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), dpi=80, squeeze=False)
     means = mixture_means(dataset)
     lim = 1.6 if dataset == "ring" else 5.5
     for ax, (name, pts) in zip(axes.flat, samples.items()):
@@ -95,12 +165,23 @@ def scatter_sheet(samples: dict[str, torch.Tensor], dataset: str, path: Path) ->
     plt.close(fig)
 
 
+def kept_analysis(path: Path) -> list[str]:
+    """The hand-written block between the ANALYSIS markers of an existing table, markers included."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    start, end = text.find(ANALYSIS[0]), text.find(ANALYSIS[1])
+    if start < 0 or end < start:
+        return []
+    return [text[start : end + len(ANALYSIS[1])], ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000, help="generator steps per run")
+    parser.add_argument("--steps", type=int, default=3000, help="generator steps per run")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", nargs="+", default=["ring", "grid"])
-    parser.add_argument("--families", nargs="+", default=FAMILIES)
+    parser.add_argument("--families", nargs="+", default=FAMILIES, help=f"add {PAPER} to skip a toy override")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/bench_modes")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     a = parser.parse_args()
@@ -108,46 +189,73 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # small MLPs: threads cost more than they give
     a.docs.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
     results: dict = {}
+    settings: dict[str, str] = {}
+    files: dict[str, list[str]] = {}
+    common = ""
     for dataset in a.datasets:
         sheet = {}
-        for family in a.families:
+        for name in a.families:
             for seed in range(a.seeds):
                 t0 = time.perf_counter()
-                metrics, samples = run(dataset, family, seed, a.steps, a.out)
+                metrics, samples, config = run(dataset, name, seed, a.steps, a.out)
                 metrics["seconds"] = time.perf_counter() - t0
-                results.setdefault(dataset, {}).setdefault(family, []).append(metrics)
-                print(dataset, family, seed, json.dumps(metrics), flush=True)
+                results.setdefault(dataset, {}).setdefault(name, []).append(metrics)
+                print(dataset, name, seed, json.dumps(metrics), flush=True)
                 if seed == 0:
-                    sheet[family] = samples
+                    sheet[name] = samples
+                    settings[name] = family_settings(config)
+                    files[name] = configs("<dataset>", name)[1:]
+                    common = common_settings(config)
         scatter_sheet(sheet, dataset, a.docs / f"mode_coverage_{dataset}.png")
+    minutes = (time.perf_counter() - t_start) / 60
+    a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "results.json").write_text(json.dumps(results, indent=1))
+    command = "python benchmarks/mode_coverage.py " + " ".join(sys.argv[1:])
+    md = a.docs / "mode_coverage.md"
     lines = [
         "# Mode coverage on the 2D mixtures",
         "",
-        f"Command: `python benchmarks/mode_coverage.py --steps {a.steps} --seeds {a.seeds}` (CPU). Each run is",
-        "`configs/toy/<dataset>.yaml` + `configs/loss/<family>.yaml` for the same number of generator steps;",
-        "2,500 samples from G; mean ± std over seeds. A sample is high quality within 3σ of its nearest mode; a",
-        "mode is covered with at least one high-quality sample; reverse KL = log K − H(histogram of the",
-        "high-quality samples over modes). Implementation: `gan_lightning/metrics/toy2d.py`.",
+        f"Command: `{command.strip()}` (CPU, one thread, {minutes:.0f} min in all). Every run: "
+        f"{a.steps:,} generator steps, seeds 0..{a.seeds - 1}, `configs/toy/<dataset>.yaml` + the files "
+        "listed per family below; then 2,500 samples from G; mean ± std over seeds (every seed is "
+        "reported, none is dropped). A sample is high quality within 3σ of its nearest mode; a mode is "
+        "covered with at least one high-quality sample; reverse KL = log K − H(histogram of the "
+        "high-quality samples over modes), averaged over the seeds that have any. "
+        "Implementation: `gan_lightning/metrics/toy2d.py`.",
         "",
+        *kept_analysis(md),
     ]
     for dataset, by_family in results.items():
         k = len(mixture_means(dataset))
         lines += [
             f"## {dataset} ({k} modes)",
             "",
-            "| family | modes | high-quality % | reverse KL | s/run |",
-            "|---|---|---|---|---|",
+            "| family | modes | modes per seed | high-quality % | reverse KL | s/run |",
+            "|---|---|---|---|---|---|",
         ]
-        for family, runs in by_family.items():
+        for name, runs in by_family.items():
             lines.append(
-                f"| {family} | {fmt([r['modes'] for r in runs])} | {fmt([r['high_quality_pct'] for r in runs])} "
-                f"| {fmt([r['reverse_kl'] for r in runs], 2)} | {statistics.mean(r['seconds'] for r in runs):.0f} |"
+                f"| {name} | {fmt([r['modes'] for r in runs])} | {', '.join(str(r['modes']) for r in runs)} "
+                f"| {fmt([r['high_quality_pct'] for r in runs])} | {fmt([r['reverse_kl'] for r in runs], 2)} "
+                f"| {statistics.mean(r['seconds'] for r in runs):.0f} |"
             )
         lines += ["", f"![{dataset}](mode_coverage_{dataset}.png)", ""]
-    lines += [PUBLISHED]
-    (a.docs / "mode_coverage.md").write_text("\n".join(lines))
+    lines += [
+        "## Settings",
+        "",
+        f"Common (from `configs/toy/<dataset>.yaml`): {common}.",
+        "",
+        "| family | config files after `toy/<dataset>.yaml` | loss | regularizers | D steps per G step "
+        "| optimizers |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {' + '.join(f'`{f}`' for f in files[name])} | {settings[name]} |" for name in files
+    ]
+    lines += ["", PUBLISHED]
+    md.write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def main() -> None:
         "--trainer.enable_progress_bar": "false",
     }
     cli = GANCLI(
-        args=["--config", str(ROOT / "configs/quickstart.yaml"), *[x for kv in args.items() for x in kv]], run=False
+        args=["--config", str(ROOT / "configs/quickstart.yaml"), *[x for kv in args.items() for x in kv]],
+        run=False,
     )
     cli.trainer.fit(cli.model, cli.datamodule)
     with open(Path(cli.trainer.log_dir) / "metrics.csv") as f:
@@ -73,7 +74,10 @@ def main() -> None:
         "",
         "| G step | classifier-FID | IS (digits, max 10) | classes covered | class KL |",
         "|---|---|---|---|---|",
-        *(f"| {s} | {f:.2f} | {i:.2f} | {m:.0f} | {k:.3f} |" for s, f, i, m, k in zip(steps, fid, score, modes, kl)),
+        *(
+            f"| {s} | {f:.2f} | {i:.2f} | {m:.0f} | {k:.3f} |"
+            for s, f, i, m, k in zip(steps, fid, score, modes, kl)
+        ),
         "",
         "![metrics](quickstart_metrics.png)",
         "",

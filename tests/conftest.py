@@ -31,6 +31,9 @@ def tiny_args(root: Path, max_steps: int = 6, **extra: str) -> list[str]:
         "--trainer.num_sanity_val_steps": "0",
         "--samples.every_n_steps": "3",
         "--checkpoint.every_n_train_steps": "3",
+        "--metrics.num_fake": "200",  # configs with metrics (the quickstart's digit FID) evaluate cheaply
+        "--metrics.num_real": "500",
+        "--metrics.kid_subset_size": "100",
     }
     args.update(extra)
     return [x for kv in args.items() for x in kv]

@@ -1,10 +1,34 @@
 """The benchmark scripts still run end to end (tiny budgets) and write their tables."""
 
+import importlib
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT
+
+
+def _mode_coverage_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module("mode_coverage")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_mode_coverage_applies_toy_overrides_except_to_paper_rows():
+    bench = _mode_coverage_module()
+    assert bench.configs("ring", "dragan") == [
+        "toy/ring.yaml",
+        "loss/dragan.yaml",
+        "toy/overrides/dragan.yaml",
+    ]
+    assert bench.configs("grid", "wgan_gp@paper") == ["toy/grid.yaml", "loss/wgan_gp.yaml"]
+    assert bench.configs("ring", "lsgan") == ["toy/ring.yaml", "loss/lsgan.yaml"]  # no override: none applied
+    for family in bench.FAMILIES:  # every entry names a real loss fragment
+        assert (ROOT / "configs" / bench.configs("ring", family)[1]).is_file()
+    for override in (ROOT / "configs/toy/overrides").glob("*.yaml"):  # every override has its paper row
+        assert override.stem in bench.FAMILIES and f"{override.stem}@paper" in bench.FAMILIES
 
 
 @pytest.mark.slow
@@ -19,6 +43,8 @@ def test_mode_coverage_benchmark_writes_its_table(tmp_path):
         "--families",
         "hinge",
         "wgan",
+        "dragan",
+        "dragan@paper",
         "--docs",
         str(tmp_path),
         "--out",
@@ -27,6 +53,11 @@ def test_mode_coverage_benchmark_writes_its_table(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     table = (tmp_path / "mode_coverage.md").read_text()
     assert "| hinge |" in table and "| wgan |" in table and "## grid (25 modes)" in table
+    # every setting is printed: the toy override for the DRAGAN row, the paper default for its @paper row
+    assert "| dragan | `loss/dragan.yaml` + `toy/overrides/dragan.yaml` |" in table
+    assert "DRAGANPenalty(weight=0.1, k=1.0, c=0.5, every=1)" in table
+    assert "| dragan@paper | `loss/dragan.yaml` |" in table and "DRAGANPenalty(weight=10.0," in table
+    assert "WeightClipping(clip=0.01)" in table and "RMSprop(lr=5e-05)" in table
     assert (tmp_path / "mode_coverage_ring.png").stat().st_size > 0
 
 
@@ -50,3 +81,40 @@ def test_throughput_benchmark_writes_all_orders(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     text = out.read_text()
     assert all(f"| {o} |" in text for o in ("d_first", "g_first", "simultaneous", "fused"))
+
+
+@pytest.mark.slow
+def test_evaluation_benchmarks_write_their_tables(tmp_path):
+    def run(script, *args):
+        cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+
+    run("eval_cost.py", "--num_fake", "300", "--inception_fake", "0", "--out", str(tmp_path / "cost.md"))
+    assert "| digit classifier | 4500 | 300 |" in (tmp_path / "cost.md").read_text()
+    run(
+        "quickstart_metrics.py",
+        "--steps",
+        "4",
+        "--every",
+        "2",
+        "--docs",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "q"),
+    )
+    assert (tmp_path / "quickstart_metrics.png").stat().st_size > 0
+    assert "| 4 |" in (tmp_path / "quickstart_metrics.md").read_text()
+    run(
+        "stacked_mnist.py",
+        "--steps",
+        "2",
+        "--seeds",
+        "1",
+        "--num_fake",
+        "500",
+        "--docs",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "s"),
+    )
+    assert "| 0 |" in (tmp_path / "stacked_mnist.md").read_text()

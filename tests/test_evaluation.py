@@ -336,3 +336,32 @@ def test_2d_runs_log_mode_coverage_at_validation(tmp_path):
         rows = [r for r in csv.DictReader(f) if r.get("val/modes")]
     assert len(rows) == 2
     assert all(0 <= float(r["val/modes"]) <= 8 and 0 <= float(r["val/high_quality_pct"]) <= 100 for r in rows)
+
+
+def test_stacked_mnist_config_logs_the_triples_covered(tmp_path):
+    run_cli(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs/stacked_mnist.yaml"),
+            "--model.generator.init_args.width",
+            "8",
+            "--model.discriminator.init_args.width",
+            "8",
+            "--data.init_args.image_size",
+            "28",
+            "--data.init_args.batch_size",
+            "16",
+            "--data.init_args.num_train",
+            "2000",
+            *tiny_args(tmp_path, max_steps=2),
+            *VAL_ARGS,
+            "--trainer.logger.save_dir",
+            str(tmp_path),
+        ]
+    )
+    with open(tmp_path / "lightning_logs/version_0/metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val/digit_modes")]
+    assert len(rows) == 1
+    assert 1 <= float(rows[0]["val/digit_modes"]) <= 200  # of 1000 triples, from 200 samples
+    assert math.isfinite(float(rows[0]["val/digit_fid"])) and "val/digit_is" not in rows[0]
