@@ -38,13 +38,14 @@ class GANMetrics(L.Callback):
         extractor: the feature network for image data: ``gan_lightning.metrics.InceptionV3`` (standard
             FID/IS/KID) or ``gan_lightning.metrics.DigitFeatures`` (offline, digits only). ``None``:
             no image metrics. 2D mixtures need none: they get modes / high-quality % / reverse KL.
-        metrics: which of "fid", "kid", "is", "modes" to compute for images (``None``: all).
+        metrics: which of "fid", "kid", "is", "modes", "precision_recall" to compute for images
+            (``None``: the first four).
         num_fake: generated samples per evaluation (FID is biased upward at small counts: compare only
             runs evaluated with the same count).
         num_real: real images for the reference statistics (``None``: the whole split).
         real_split: the split the reference statistics come from.
         batch_size: images per generator / extractor forward pass.
-        kid_subsets, kid_subset_size, is_splits: as in torchmetrics.
+        kid_subsets, kid_subset_size, is_splits: as in torchmetrics; pr_k: the k of precision/recall.
         use_cache: keep the real features on disk (see ``gan_lightning.metrics.cache``).
         seed: seed of the evaluation latents and of KID/IS's subset draws (fixed: every evaluation of a
             run sees the same latents, so successive scores differ only through G).
@@ -62,6 +63,7 @@ class GANMetrics(L.Callback):
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
         is_splits: int = 10,
+        pr_k: int = 3,
         use_cache: bool = True,
         seed: int = 0,
         num_points: int = 2500,
@@ -74,10 +76,11 @@ class GANMetrics(L.Callback):
         self.num_real = num_real
         self.real_split = real_split
         self.batch_size = batch_size
-        self.kid_args = {
+        self.score_args = {
             "kid_subsets": kid_subsets,
             "kid_subset_size": kid_subset_size,
             "is_splits": is_splits,
+            "pr_k": pr_k,
         }
         FeatureScores(1, 1, self.metrics)  # validate the names now, not at the first validation
         self.use_cache = use_cache
@@ -151,7 +154,7 @@ class GANMetrics(L.Callback):
         extractor = self.extractor.to(module.device)
         if self.scores is None:
             scores = FeatureScores(
-                extractor.num_features, extractor.num_classes, self.metrics, **self.kid_args
+                extractor.num_features, extractor.num_classes, self.metrics, **self.score_args
             )
             scores = scores.to(module.device)
             split = self.real_split

@@ -365,3 +365,29 @@ def test_stacked_mnist_config_logs_the_triples_covered(tmp_path):
     assert len(rows) == 1
     assert 1 <= float(rows[0]["val/digit_modes"]) <= 200  # of 1000 triples, from 200 samples
     assert math.isfinite(float(rows[0]["val/digit_fid"])) and "val/digit_is" not in rows[0]
+
+
+def test_precision_recall_match_hand_computed_manifolds():
+    from gan_lightning.metrics.precision_recall import precision_recall
+
+    real = torch.tensor([[0.0], [1.0], [2.0], [3.0]])  # k=1 radii: 1 each, manifold [-1, 4]
+    fake = torch.tensor([[0.5], [10.0]])  # k=1 radii: 9.5 each
+    out = precision_recall(real, fake, k=1)
+    assert out["precision"] == 0.5  # 0.5 is inside, 10 is not
+    assert out["recall"] == 1.0  # every real point is within 9.5 of 0.5
+    fake = torch.tensor([[0.0], [0.2], [0.4]])  # k=1 radii 0.2, 0.2, 0.2: covers [-0.2, 0.6]
+    out = precision_recall(real, fake, k=1)
+    assert out["precision"] == 1.0 and out["recall"] == 0.25  # only the real 0 is covered
+
+
+def test_precision_recall_through_the_scores_module():
+    real, fake = _features(600, 8, 0.0, 0).split(300)  # two samples of one distribution
+    scores = FeatureScores(8, 4, ["precision_recall"])
+    scores.update_real(real)
+    scores.update_fake(fake, torch.zeros(300, 4))
+    same = scores.compute()
+    scores.reset_fake()
+    scores.update_fake(fake + 5.0, torch.zeros(300, 4))  # far from the data
+    far = scores.compute()
+    assert same["precision"] > 0.5 and same["recall"] > 0.5
+    assert far["precision"] == 0.0 and far["recall"] == 0.0

@@ -18,8 +18,10 @@ from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelI
 
 from gan_lightning.errors import ConfigError
 from gan_lightning.metrics.features import coverage_from_counts
+from gan_lightning.metrics.precision_recall import precision_recall
 
-METRICS = ("fid", "kid", "is", "modes")
+METRICS = ("fid", "kid", "is", "modes")  # the default set
+OPTIONAL = ("precision_recall",)  # O(N_real * N_fake) distances: cheap on a GPU, slow for 50k on a CPU
 
 
 class _Given(nn.Module):
@@ -39,7 +41,8 @@ class FeatureScores(nn.Module):
     * ``fid``: Fréchet distance between Gaussians fitted to real and fake features (Heusel et al. 2017);
     * ``kid``: unbiased polynomial-kernel MMD², mean over ``kid_subsets`` subsets (Bińkowski et al. 2018);
     * ``is``: exp E[KL(p(y|x) || p(y))] over the fake logits, mean over ``is_splits`` splits;
-    * ``modes``: classes predicted at least once, and the KL of their histogram to uniform.
+    * ``modes``: classes predicted at least once, and the KL of their histogram to uniform;
+    * ``precision_recall``: improved precision and recall with k = ``pr_k`` (Kynkäänniemi et al. 2019).
     """
 
     def __init__(
@@ -50,11 +53,12 @@ class FeatureScores(nn.Module):
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
         is_splits: int = 10,
+        pr_k: int = 3,
     ) -> None:
         super().__init__()
-        unknown = sorted(set(metrics) - set(METRICS))
+        unknown = sorted(set(metrics) - set(METRICS) - set(OPTIONAL))
         if unknown:
-            raise ConfigError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
+            raise ConfigError(f"unknown metric(s) {unknown}; choose from {list(METRICS + OPTIONAL)}")
         self.names = tuple(metrics)
         self.kid_subset_size = kid_subset_size
         with warnings.catch_warnings():  # KID/IS warn that they keep features in memory: that is the point
@@ -65,6 +69,8 @@ class FeatureScores(nn.Module):
             )
             self.inception_score = InceptionScore(_Given(num_classes), splits=is_splits)
         self.predicted = CatMetric()  # fake samples' classes; gathered across ranks
+        self.real_features, self.fake_features = CatMetric(), CatMetric()  # for precision/recall
+        self.pr_k = pr_k
         self.num_classes = num_classes
         self.has_real = False
 
@@ -74,6 +80,8 @@ class FeatureScores(nn.Module):
             self.fid.update(features, real=True)
         if "kid" in self.names:
             self.kid.update(features, real=True)
+        if "precision_recall" in self.names:
+            self.real_features.update(features)
         self.has_real = True
 
     def update_fake(self, features: Tensor, logits: Tensor) -> None:
@@ -85,6 +93,8 @@ class FeatureScores(nn.Module):
             self.inception_score.update(logits.double())
         if "modes" in self.names:
             self.predicted.update(logits.argmax(1))
+        if "precision_recall" in self.names:
+            self.fake_features.update(features.double())
 
     def compute(self, seed: int = 0) -> dict[str, float]:
         """Every rank must call this (the states all-reduce). KID's subsets and IS's splits are drawn
@@ -111,9 +121,13 @@ class FeatureScores(nn.Module):
                 labels = self.predicted.compute().long().cpu()
                 cover = coverage_from_counts(torch.bincount(labels, minlength=self.num_classes))
                 out["modes"], out["mode_kl"] = float(cover["modes"]), cover["mode_kl"]
+            if "precision_recall" in self.names:
+                out.update(
+                    precision_recall(self.real_features.compute(), self.fake_features.compute(), self.pr_k)
+                )
         return out
 
     def reset_fake(self) -> None:
         """Forget the fake samples; the real features stay (``reset_real_features=False``)."""
-        for metric in (self.fid, self.kid, self.inception_score, self.predicted):
+        for metric in (self.fid, self.kid, self.inception_score, self.predicted, self.fake_features):
             metric.reset()
