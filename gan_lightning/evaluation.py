@@ -97,6 +97,12 @@ class GANMetrics(L.Callback):
         return f"val/{self.extractor.key_prefix}fid"
 
     # --- Lightning hooks -------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # An extractor that can't read these images (e.g. 1-channel digits on RGB data) fails now, not
+        # at the first evaluation hours into the run.
+        if self.extractor is not None and len(pl_module.data_shape) == 3:
+            self.extractor(torch.zeros(2, *pl_module.data_shape))
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._log(trainer, pl_module, "val")

@@ -391,3 +391,18 @@ def test_precision_recall_through_the_scores_module():
     far = scores.compute()
     assert same["precision"] > 0.5 and same["recall"] > 0.5
     assert far["precision"] == 0.0 and far["recall"] == 0.0
+
+
+def test_an_extractor_that_cannot_read_the_images_fails_before_training(tmp_path):
+    res = run_cli_subprocess(
+        [
+            "fit",
+            *DIGITS_TINY,
+            *tiny_args(tmp_path),
+            "--metrics.extractor.channels",
+            "3",  # Stacked MNIST's extractor on 1-channel digits
+        ]
+    )
+    assert res.returncode == 2
+    assert "channels" in res.stderr.strip().splitlines()[-1] and "Traceback" not in res.stderr
+    assert not list(tmp_path.rglob("*.ckpt"))
