@@ -70,7 +70,7 @@ def main() -> None:
         "quickstart config as shipped (DCGAN width 32, non-saturating loss, EMA of G) evaluated every",
         f"{a.every} generator steps by `GANMetrics` with the digit classifier (`configs/metrics/digits.yaml`):",
         "5,000 samples of the EMA generator against the 4,500 training digits. For scale: the classifier-FID",
-        "of the 500 held-out real digits against the same 4,500 is reported in docs/evaluation.md.",
+        "of the 500 held-out real digits against the same 4,500 is in docs/evaluation_cost.md.",
         "",
         "| G step | classifier-FID | IS (digits, max 10) | classes covered | class KL |",
         "|---|---|---|---|---|",

@@ -136,3 +136,30 @@ def test_dcgan_module_trains_a_few_steps_on_digits_with_hinge(tmp_path):
     trainer(tmp_path, max_steps=3).fit(module, EmbeddedDigits(image_size=28, batch_size=8))
     x = module.sample(module.fixed_noise[:4])
     assert x.shape == (4, 1, 28, 28)
+
+
+def test_ema_warmup_ramps_the_decay_up_from_hand_computed_values():
+    from torch.optim.swa_utils import AveragedModel
+
+    from gan_lightning.module import ema_with_warmup
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = AveragedModel(net, multi_avg_fn=ema_with_warmup(0.999))
+    for value in (0.0, 1.0, 2.0):
+        net.weight.data.fill_(value)
+        ema.update_parameters(net)
+    # n=0: copy (0); n=1: decay min(.999, 2/11) -> 0*2/11 + 1*9/11; n=2: decay 3/12 -> that*.25 + 2*.75
+    expected = (9 / 11) * 0.25 + 2 * 0.75
+    assert ema.module.weight.item() == pytest.approx(expected, rel=1e-6)
+    ema_fixed = AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.999))
+    for value in (0.0, 1.0, 2.0):
+        net.weight.data.fill_(value)
+        ema_fixed.update_parameters(net)
+    assert ema_fixed.module.weight.item() == pytest.approx(0.001 * 0.999 + 0.002, rel=1e-4)  # stuck near 0
+
+
+def test_ema_warmup_is_on_by_default_and_switchable():
+    assert toy_module(ema_decay=0.9).generator_ema.multi_avg_fn.__qualname__.startswith("ema_with_warmup")
+    assert not toy_module(ema_decay=0.9, ema_warmup=False).generator_ema.multi_avg_fn.__qualname__.startswith(
+        "ema_with_warmup"
+    )
