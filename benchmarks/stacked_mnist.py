@@ -21,6 +21,16 @@ from common import ROOT, build
 
 from gan_lightning.callbacks import save_grid
 
+READING = """\
+**Reading this table.** Our plain DCGAN covers far more triples than the published DCGANs (929 and 966
+of 1000, against 99 and 78.9). The published numbers come from other architectures and budgets (the
+unrolled-GAN / VEEGAN setups, some with a discriminator deliberately weakened to make collapse likely);
+ours is the quickstart's DCGAN at width 32 (G 371 K, D 168 K parameters), with an EMA generator, 5,000
+steps. So
+this table shows that the pipeline (data, classifier, counting) works and that a well-matched DCGAN
+does not collapse on this data; it is not an ablation. The PacGAN and minibatch-std comparison the
+issue asks for needs those tricks, which no issue has added yet.
+"""
 PUBLISHED = """\
 Published (26,000 samples, modes out of 1000 / KL to uniform):
 
@@ -93,6 +103,7 @@ def main() -> None:
         "",
         "![samples](stacked_mnist_grid.png)",
         "",
+        READING,
         PUBLISHED,
     ]
     (a.docs / "stacked_mnist.md").write_text("\n".join(lines))
