@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format clean
+.PHONY: help install train test test-fast lint format clean cluster
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ lint: $(STAMP) ## ruff
 format: $(STAMP) ## ruff format + import sorting
 	$(BIN)/ruff check --fix gan_lightning tests benchmarks
 	$(BIN)/ruff format gan_lightning tests benchmarks
+
+cluster: ## start a one-node SLURM cluster on this machine (apt-get, root), for slurm/train.sbatch and its tests
+	slurm/local_cluster.sh
 
 clean: ## remove run outputs and caches (keeps .venv and data/)
 	rm -rf runs lightning_logs wandb .pytest_cache .ruff_cache

@@ -3,6 +3,9 @@ the run and sent to W&B or TensorBoard when one is configured."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -135,3 +138,57 @@ class GStepCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class SLURMRequeue(L.Callback):
+    """SLURM requeue at a generator-step boundary: on SIGUSR1 (``#SBATCH --signal=SIGUSR1@90``), save
+    ``default_root_dir/hpc_ckpt_N.ckpt`` after the current G step, run ``scontrol requeue`` and stop.
+
+    In ``configs/trainer/slurm.yaml``. For the fit it replaces the SIGUSR1 handler that Lightning's
+    SLURMEnvironment installed: that one saves inside the signal handler, wherever the step is, and
+    between a D and a G update the checkpoint holds one D step too many, so the resumed run is not the
+    same run (seen on the local cluster). Forked DataLoader workers inherit handlers: ours does nothing
+    outside the main process, and GANDataModule's workers ignore SIGUSR1 anyway.
+
+    Args:
+        check_every_n_steps: how often the ranks agree on whether the signal came (one all-reduce).
+    """
+
+    def __init__(self, check_every_n_steps: int = 1) -> None:
+        self.check_every_n_steps = check_every_n_steps
+        self._pid: int | None = None
+        self._signalled = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if os.getpid() == self._pid:  # a forked DataLoader worker does nothing
+            self._signalled = True
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pid, self._signalled = os.getpid(), False
+        self._previous = signal.signal(signal.SIGUSR1, self._handler)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGUSR1, self._previous)
+            self._previous = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.global_step % self.check_every_n_steps:
+            return
+        # every rank takes part, so all of them save and stop at the same generator step
+        if not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
+            return
+        from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
+
+        # Lightning's own naming, so a restart with no ckpt_path finds the file by itself
+        path = _CheckpointConnector.hpc_save_path(trainer.default_root_dir)
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero and "SLURM_JOB_ID" in os.environ:
+            array = os.environ.get("SLURM_ARRAY_JOB_ID")
+            job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
+            rc = subprocess.call(["scontrol", "requeue", job])
+            print(
+                f"SLURMRequeue: saved {path} at generator step {trainer.global_step}; requeue {job}: rc={rc}"
+            )
+        trainer.should_stop = True

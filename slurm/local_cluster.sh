@@ -60,7 +60,7 @@ stop_pidfile() { # stop_pidfile NAME PIDFILE
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.2
         done
-        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+        if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
     fi
     rm -f "$2"
 }
@@ -268,4 +268,4 @@ idle | mix | alloc | comp) ;;
 esac
 [ "$(scontrol show config | awk '/^JobRequeue/ {print $3}')" = 1 ] || die "JobRequeue is not 1"
 sinfo -N -o "%N %P %t %c"
-say "ready: node $HOST is $state in partition $PARTITION; try: sbatch slurm/train.sbatch --help"
+say "ready: node $HOST is $state in partition $PARTITION; submit with: sbatch -J NAME --ntasks-per-node=1 --gpus-per-node=0 --cpus-per-task=1 slurm/train.sbatch --config configs/toy/ring.yaml"

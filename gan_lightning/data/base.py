@@ -11,6 +11,7 @@ batches the uninterrupted run would have drawn.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -57,6 +58,12 @@ class TensorSamples(Dataset):
 
 def _already_batched(batch: Any) -> Any:
     return batch
+
+
+def _ignore_requeue_signal(worker_id: int) -> None:
+    # SLURM signals every process of a step; a forked worker would run the requeue handler it inherited
+    # on its stale copy of the trainer (and save it over the real checkpoint).
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 class SeededShuffleSampler(Sampler[int]):
@@ -186,6 +193,7 @@ class GANDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=_already_batched if hasattr(dataset, "__getitems__") else None,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=_ignore_requeue_signal if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
