@@ -57,11 +57,11 @@ def test_ddp_metrics_sync_across_ranks_and_equal_a_single_process_evaluation(tmp
         "--metrics.num_fake",
         "300",
         "--metrics.num_real",
-        "101",  # odd: the ranks' real shards differ in size
+        "21",  # odd: the ranks' real shards differ in size; few, so double-counted reals show (1.5e-3 off)
         "--metrics.batch_size",
         "50",
         "--metrics.kid_subset_size",
-        "100",
+        "20",
     ]
     args = [
         "fit",
@@ -95,4 +95,5 @@ def test_ddp_metrics_sync_across_ranks_and_equal_a_single_process_evaluation(tmp
     )
     assert res.returncode == 0, res.stderr[-3000:]
     single = json.loads(out.read_text())["metrics"]
-    assert logged[0] == pytest.approx(single["rand_fid"], rel=1e-5)  # double-counted reals: 3e-4 off
+    # float32 features of differently composed batches differ by ~1e-5 relative
+    assert logged[0] == pytest.approx(single["rand_fid"], rel=2e-4)
