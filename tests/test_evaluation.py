@@ -255,10 +255,11 @@ METRIC_ARGS = [
 ]
 
 
-def _fit(root, extra=(), steps=6):
-    """A tiny digits run (CSV logs under root/lightning_logs/version_0, validation every 2 G steps)."""
+def _fit(root, extra=(), steps=6, base=DIGITS_TINY):
+    """A tiny run, digits by default (CSV logs under root/lightning_logs/version_0, validation every
+    2 G steps)."""
     args = [
-        *DIGITS_TINY,
+        *base,
         *tiny_args(root, max_steps=steps),
         *VAL_ARGS,
         "--trainer.logger.save_dir",
