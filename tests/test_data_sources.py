@@ -12,7 +12,8 @@ import torch
 from fixtures_data import WRITERS, skip_md5_checks, write_corrupt, write_image, write_lsun, write_stl10
 from PIL import Image
 
-from gan_lightning.data.images import ImageFolderImages, TorchvisionImages
+from gan_lightning.data.folder import ImageFolderImages
+from gan_lightning.data.images import TorchvisionImages
 from gan_lightning.errors import ConfigError, DataError
 
 # name -> (channels, native size, folder torchvision reads under root)

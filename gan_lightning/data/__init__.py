@@ -2,7 +2,8 @@
 
 from gan_lightning.data.base import GANDataModule, StepBatchSampler, TensorSamples, to_uint8, to_unit_range
 from gan_lightning.data.digits import EmbeddedDigits
-from gan_lightning.data.images import ImageFolderImages, TorchvisionImages
+from gan_lightning.data.folder import ImageFolderImages
+from gan_lightning.data.images import TorchvisionImages
 from gan_lightning.data.stacked import StackedDigits
 from gan_lightning.data.toy2d import GaussianMixture2D
 
