@@ -93,14 +93,15 @@ def evaluate(
             "gan_lightning.metrics.InceptionV3 (standard FID) or gan_lightning.metrics.DigitFeatures"
         )
     results = metrics.evaluate(module, datamodule)
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    # mmap: only the step is read here, the tensors were loaded once by load_module
+    step = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1)
     report = {
         "checkpoint": str(ckpt_path),
-        "generator_step": int(ckpt.get("global_step", -1)),
+        "generator_step": int(step),
         "extractor": getattr(metrics.extractor, "name", None),
         "num_fake": metrics.num_fake if len(module.data_shape) == 3 else metrics.num_points,
         "real_split": metrics.real_split,
-        "seconds": round(metrics.last["eval_seconds"], 3),
+        "seconds": round(metrics.last_seconds, 3),
         "metrics": {k: finite_or_none(v) for k, v in results.items()},
     }
     out = Path(out)

@@ -87,7 +87,7 @@ class GANMetrics(L.Callback):
         self.seed = seed
         self.num_points = num_points
         self.scores: FeatureScores | None = None
-        self.last: dict[str, float] = {}
+        self.last_seconds = 0.0  # of the latest evaluation
 
     @property
     def fid_key(self) -> str | None:
@@ -137,7 +137,7 @@ class GANMetrics(L.Callback):
             return {}
         else:
             results = self._images(module, datamodule, rank, world_size, all_gather)
-        self.last = {**results, "eval_seconds": time.perf_counter() - t0}
+        self.last_seconds = time.perf_counter() - t0
         return results
 
     def _toy2d(self, module: L.LightningModule, datamodule: L.LightningDataModule) -> dict[str, float]:
@@ -169,7 +169,7 @@ class GANMetrics(L.Callback):
             dataset = datamodule.splits[split]
             num = len(subset_indices(len(dataset), self.num_real))
             key = cache_key(type(datamodule).__name__, split, dataset, extractor, num)
-            feats, _ = real_features(
+            feats = real_features(
                 dataset, key, extractor, num, self.batch_size, module.device, self.use_cache,
                 rank, world_size, all_gather,
             )  # fmt: skip

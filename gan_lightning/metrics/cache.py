@@ -79,8 +79,9 @@ def real_features(
     rank: int = 0,
     world_size: int = 1,
     all_gather: Callable[[Tensor], Tensor] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """(features, logits) of the real images, from the disk cache when present; every rank gets all."""
+) -> Tensor:
+    """Features of the real images, from the disk cache when present; every rank gets all of them.
+    (Their logits are not kept: IS and the mode counts score samples only.)"""
     device = torch.device(device)
     path = cache_dir() / "real_features" / f"{key}.pt"
     hit = use_cache and path.is_file()
@@ -88,19 +89,18 @@ def real_features(
         assert all_gather is not None, "world_size > 1 needs an all_gather"
         hit = bool(all_gather(torch.tensor([int(hit)], device=device)).min())
     if hit:
-        saved = torch.load(path, map_location=device, weights_only=True)
-        return saved["features"], saved["logits"]
+        return torch.load(path, map_location=device, weights_only=True)["features"]
     indices = subset_indices(len(dataset), num)  # type: ignore[arg-type]
     mine = indices[rank::world_size]
-    f, l = extract(dataset, mine, extractor, batch_size, device)
+    f = extract(dataset, mine, extractor, batch_size, device)[0]
     if world_size > 1:
-        f, l = (_gather_strided(t, len(indices), rank, world_size, all_gather) for t in (f, l))
+        f = _gather_strided(f, len(indices), rank, world_size, all_gather)
     if use_cache and rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"features": f.cpu(), "logits": l.cpu(), "key": key}, tmp)
+        torch.save({"features": f.cpu(), "key": key}, tmp)
         os.replace(tmp, path)
-    return f, l
+    return f
 
 
 def _gather_strided(

@@ -17,7 +17,7 @@ from torchmetrics.aggregation import CatMetric
 from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelInceptionDistance
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.metrics.features import coverage_from_counts
+from gan_lightning.metrics.features import class_coverage
 from gan_lightning.metrics.precision_recall import precision_recall
 
 METRICS = ("fid", "kid", "is", "modes")  # the default set
@@ -72,7 +72,6 @@ class FeatureScores(nn.Module):
         self.real_features, self.fake_features = CatMetric(), CatMetric()  # for precision/recall
         self.pr_k = pr_k
         self.num_classes = num_classes
-        self.has_real = False
 
     def update_real(self, features: Tensor) -> None:
         features = features.double()
@@ -82,7 +81,6 @@ class FeatureScores(nn.Module):
             self.kid.update(features, real=True)
         if "precision_recall" in self.names:
             self.real_features.update(features)
-        self.has_real = True
 
     def update_fake(self, features: Tensor, logits: Tensor) -> None:
         if "fid" in self.names:
@@ -118,8 +116,7 @@ class FeatureScores(nn.Module):
                 mean, std = self.inception_score.compute()
                 out["is"], out["is_std"] = float(mean), float(std)
             if "modes" in self.names:
-                labels = self.predicted.compute().long().cpu()
-                cover = coverage_from_counts(torch.bincount(labels, minlength=self.num_classes))
+                cover = class_coverage(self.predicted.compute(), self.num_classes)
                 out["modes"], out["mode_kl"] = float(cover["modes"]), cover["mode_kl"]
             if "precision_recall" in self.names:
                 out.update(
