@@ -34,6 +34,12 @@ def load_embedded_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
+def digit_images(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The embedded digits at 28x28, or zero-padded (background) to 32x32, with their labels."""
+    images, labels = load_embedded_digits()
+    return (F.pad(images, (2, 2, 2, 2)) if image_size == 32 else images), labels
+
+
 def split_indices(n: int, n_val: int, seed: int) -> dict[str, torch.Tensor]:
     """A seeded shuffle, then the split. The embedded digits are sorted by label: an unshuffled tail
     split would be all nines."""
@@ -63,8 +69,6 @@ class EmbeddedDigits(GANDataModule):
         return (1, self.image_size, self.image_size)
 
     def build(self, split: str) -> Dataset:
-        images, labels = load_embedded_digits()
-        if self.image_size == 32:
-            images = F.pad(images, (2, 2, 2, 2))
+        images, labels = digit_images(self.image_size)
         idx = split_indices(len(images), self.val_size, self._seed())["train" if split == "train" else "val"]
         return TensorSamples(images[idx].contiguous(), labels[idx].contiguous())

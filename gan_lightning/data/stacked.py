@@ -8,12 +8,11 @@ held-out digits, so no held-out digit ever reaches the discriminator.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from gan_lightning.data.base import GANDataModule
-from gan_lightning.data.digits import load_embedded_digits, split_indices
+from gan_lightning.data.digits import digit_images, split_indices
 from gan_lightning.errors import ConfigError
 
 PLACE_VALUES = torch.tensor([100, 10, 1])
@@ -82,9 +81,7 @@ class StackedDigits(GANDataModule):
         return (3, self.image_size, self.image_size)
 
     def build(self, split: str) -> Dataset:
-        images, labels = load_embedded_digits()
-        if self.image_size == 32:
-            images = F.pad(images, (2, 2, 2, 2))
+        images, labels = digit_images(self.image_size)
         part = "train" if split == "train" else "val"
         idx = split_indices(len(images), self.val_size, self._seed())[part]
         # 2 * seed + part: a distinct stream per (seed, part); val and test share theirs

@@ -10,7 +10,6 @@ file (atomically: a crash never leaves a half-written cache).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 
 import torch
@@ -18,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gan_lightning.data.base import to_unit_range
-from gan_lightning.metrics.features import FeatureExtractor, cache_dir
+from gan_lightning.metrics.features import FeatureExtractor, atomic_save, cache_dir
 
 
 def subset_indices(n: int, num: int | None) -> Tensor:
@@ -96,10 +95,7 @@ def real_features(
     if world_size > 1:
         f = _gather_strided(f, len(indices), rank, world_size, all_gather)
     if use_cache and rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"features": f.cpu(), "key": key}, tmp)
-        os.replace(tmp, path)
+        atomic_save({"features": f.cpu(), "key": key}, path)
     return f
 
 

@@ -21,8 +21,6 @@ import argparse
 import hashlib
 import io
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from torch import Tensor, nn
 from gan_lightning.data.base import to_unit_range
 from gan_lightning.data.digits import load_embedded_digits, split_indices
 from gan_lightning.errors import ConfigError
-from gan_lightning.metrics.features import FeatureExtractor, cache_dir
+from gan_lightning.metrics.features import FeatureExtractor, atomic_save, cache_dir
 
 WEIGHTS_FILE = "digit_classifier.pt"
 TRAIN_COMMAND = "python -m gan_lightning.metrics.digits"
@@ -127,19 +125,6 @@ def _fit(x: Tensor, y: Tensor, epochs: int, seed: int, batch_size: int) -> Digit
     return model.eval()
 
 
-def _atomic_save(record: dict, path: Path) -> None:
-    """tmp file + rename: a reader (or a second rank training at once) never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(record, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def train_digit_classifier(
     path: str | Path | None = None,
     epochs: int = 10,
@@ -164,7 +149,7 @@ def train_digit_classifier(
     model = _fit(to_unit_range(images[train_idx]), labels[train_idx], epochs, seed, batch_size)
     val_accuracy = _accuracy(model, to_unit_range(images[split["val"]]), labels[split["val"]])
     record = {"state_dict": model.state_dict(), "val_accuracy": val_accuracy, "epochs": epochs, "seed": seed}
-    _atomic_save({**record, "num_train": len(train_idx)}, path)
+    atomic_save({**record, "num_train": len(train_idx)}, path)
     return path
 
 

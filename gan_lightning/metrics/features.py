@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +20,20 @@ from torch import Tensor, nn
 def cache_dir() -> Path:
     """``$GAN_LIGHTNING_CACHE``, else ``~/.cache/gan_lightning``: real features, classifier weights."""
     return Path(os.environ.get("GAN_LIGHTNING_CACHE") or Path.home() / ".cache" / "gan_lightning")
+
+
+def atomic_save(record: dict, path: Path) -> None:
+    """torch.save through a tmp file and a rename: a reader (or another rank writing the same file at
+    once) never sees a half-written file, and a crash leaves no partial cache behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(record, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class FeatureExtractor(nn.Module):
