@@ -28,22 +28,15 @@ from gan_lightning.evaluation import GANMetrics
 from gan_lightning.metrics import DigitFeatures, InceptionV3
 from gan_lightning.metrics.digits import default_weights_path
 from gan_lightning.metrics.inception import default_weights_path as inception_weights_path
+from gan_lightning.metrics.inception import save_random_weights
 
 
 def inception(tmp: Path) -> tuple[InceptionV3, str]:
     if inception_weights_path().is_file():
         return InceptionV3(), "standard weights"
-    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
-
-    cls = tf_inception.FeatureExtractorInceptionV3
-    load, fetch = cls.load_state_dict, tf_inception.load_state_dict_from_url
-    cls.load_state_dict, tf_inception.load_state_dict_from_url = (lambda self, sd: None), (lambda *a, **k: {})
-    try:
-        net = cls("inception-v3-compat", ["2048"])
-    finally:
-        cls.load_state_dict, tf_inception.load_state_dict_from_url = load, fetch
-    torch.save(net.state_dict(), tmp / "random_inception.pth")
-    return InceptionV3(str(tmp / "random_inception.pth")), "random weights, same architecture"
+    return InceptionV3(
+        str(save_random_weights(tmp / "random_inception.pth"))
+    ), "random weights, same architecture"
 
 
 def per_thousand(extractor, n: int = 1000, batch: int = 250) -> float:

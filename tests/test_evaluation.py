@@ -19,6 +19,7 @@ from gan_lightning.evaluation import GANMetrics
 from gan_lightning.metrics import InceptionV3, class_coverage
 from gan_lightning.metrics import inception as inception_mod
 from gan_lightning.metrics.cache import cache_key
+from gan_lightning.metrics.inception import save_random_weights
 from gan_lightning.metrics.scores import FeatureScores
 from gan_lightning.sample import load_module
 
@@ -162,15 +163,7 @@ def test_cache_key_names_dataset_split_size_count_extractor_and_content():
 @pytest.fixture(scope="module")
 def random_inception_weights(tmp_path_factory):
     """A weights file with torch-fidelity's layout and random values (the real file needs a download)."""
-    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
-
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(tf_inception, "load_state_dict_from_url", lambda *a, **k: {})
-        m.setattr(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
-        net = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    path = tmp_path_factory.mktemp("inception") / "weights.pth"
-    torch.save(net.state_dict(), path)
-    return path
+    return save_random_weights(tmp_path_factory.mktemp("inception") / "weights.pth")
 
 
 def test_inception_loads_a_local_weights_file_and_gives_pool_features_and_logits(random_inception_weights):

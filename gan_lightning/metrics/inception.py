@@ -56,6 +56,25 @@ def resolve_weights(weights_path: str | Path | None) -> Path:
     return path
 
 
+def save_random_weights(path: str | Path) -> Path:
+    """A weights file in torch-fidelity's layout with random values. The network computes exactly what
+    the real one does, so it serves timings and tests where the real file cannot be downloaded; its
+    features mean nothing."""
+    from unittest import mock
+
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+
+    cls = tf_inception.FeatureExtractorInceptionV3
+    with (
+        mock.patch.object(tf_inception, "load_state_dict_from_url", return_value={}),
+        mock.patch.object(cls, "load_state_dict"),  # keep the random initialization
+    ):
+        net = cls("inception-v3-compat", ["2048"])
+    path = Path(path)
+    torch.save(net.state_dict(), path)
+    return path
+
+
 class InceptionV3(FeatureExtractor):
     """2048-d pool features (FID, KID) and the 1008 unbiased logits (IS) in one forward pass.
 
