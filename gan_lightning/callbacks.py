@@ -18,7 +18,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from gan_lightning import rundir
+from gan_lightning.checkpoints import clean_checkpoint_dir, install_atomic_checkpoint_io
 from gan_lightning.data.base import to_uint8
+from gan_lightning.io import atomic_write, remove_stale_temporaries
 
 
 def image_grid(images: Tensor, nrow: int = 8) -> Tensor:
@@ -27,10 +30,8 @@ def image_grid(images: Tensor, nrow: int = 8) -> Tensor:
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(image_grid(images, nrow), path)
-    return path
+    grid = image_grid(images, nrow)
+    return atomic_write(path, lambda f: save_image(grid, f, format="png"))
 
 
 def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = None) -> Path:
@@ -40,8 +41,6 @@ def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     pts = points.detach().cpu().float()
     ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
@@ -49,9 +48,10 @@ def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = No
         ax.scatter(reference[:, 0], reference[:, 1], s=30, marker="x", c="red")
     ax.set_aspect("equal")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
 
 
 class SampleGrid(L.Callback):
@@ -113,9 +113,19 @@ class GStepCheckpoint(ModelCheckpoint):
     and silently ignores ``train_time_interval`` (Lightning #21699). This override applies both the step
     and the time intervals, and also saves ``last.ckpt`` when training ends between two periodic saves,
     so no generator step is lost.
+
+    It also puts :class:`~gan_lightning.checkpoints.AtomicCheckpointIO` in place (same-directory temporary
+    file, fsync, rename), and removes the temporary files a killed run left in its directory.
     """
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        install_atomic_checkpoint_io(trainer)
+        super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero:
+            clean_checkpoint_dir(self.dirpath)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        rundir.mark_started()  # a generator step is done: this run's directory is kept from now on
         if self._should_skip_saving_checkpoint(trainer):
             return
         step_due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
@@ -166,6 +176,8 @@ class SLURMRequeue(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pid, self._signalled = os.getpid(), False
+        if trainer.is_global_zero:  # a requeued job: the killed one may have left a partial hpc save
+            remove_stale_temporaries(trainer.default_root_dir, "hpc_ckpt_*.ckpt")
         self._previous = signal.signal(signal.SIGUSR1, self._handler)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

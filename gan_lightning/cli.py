@@ -8,7 +8,9 @@ printed as one ``error:`` line, with no traceback, and exit with status 2.
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import re
 import sys
 from argparse import ArgumentError
@@ -16,13 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
+from gan_lightning import rundir
 from gan_lightning.callbacks import GStepCheckpoint, SampleGrid
+from gan_lightning.checkpoints import clean_checkpoint_dir, read_checkpoint, warm_start
 from gan_lightning.data.base import GANDataModule
 from gan_lightning.errors import ConfigError, GanLightningError
 from gan_lightning.evaluation import BestCheckpoint, GANMetrics
+from gan_lightning.io import atomic_write_text
 from gan_lightning.module import GANModule
+
+_FILE_LOGGERS = ("lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.CSVLogger")
 
 
 class GANSaveConfig(SaveConfigCallback):
@@ -34,14 +43,19 @@ class GANSaveConfig(SaveConfigCallback):
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        name = self.config_filename
-        i = 1
-        while (log_dir / name).exists() and not self.already_saved:
-            name = f"{Path(self.config_filename).stem}.{i}{Path(self.config_filename).suffix}"
-            i += 1
-        self.config_filename = name
-        super().setup(trainer, pl_module, stage)
+        if self.already_saved:
+            return
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast: every rank asks
+        if trainer.is_global_zero:
+            name, i = self.config_filename, 1
+            while (log_dir / name).exists():
+                name = f"{Path(self.config_filename).stem}.{i}{Path(self.config_filename).suffix}"
+                i += 1
+            self.config_filename = name
+            # atomic, like every file the project writes (Lightning's parser.save writes in place)
+            atomic_write_text(log_dir / name, self.parser.dump(self.config, skip_none=False))
+            self.save_config(trainer, pl_module, stage)
+        self.already_saved = trainer.strategy.broadcast(True)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         from lightning.pytorch.loggers import WandbLogger
@@ -70,16 +84,45 @@ class GANCLI(LightningCLI):
             **kwargs,
         )
 
-    def _parse_ckpt_path(self) -> None:
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # no prefix matching: `--trainer.max_step 10` must not silently mean `--trainer.max_steps`
+        kwargs.update(allow_abbrev=False, exit_on_error=False)
+        return super().init_parser(**kwargs)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")
+        if not sub:
+            return
+        cfg = self.config[sub]
+        if cfg.get("init_from") and sub != "fit":
+            raise ConfigError(f"--init_from is for fit (a new run from a checkpoint's weights), not {sub}")
+        if cfg.get("ckpt_path"):
+            if cfg.get("init_from"):
+                raise ConfigError(
+                    "give --ckpt_path (resume the same run) or --init_from (a new run from its weights), "
+                    "not both"
+                )
+            self._check_same_model(sub, read_checkpoint(cfg.ckpt_path, mmap=True))
+        elif cfg.get("init_from"):
+            read_checkpoint(cfg.init_from, mmap=True)  # fail now, before any run directory exists
+
+    def _check_same_model(self, sub: str, ckpt: dict[str, Any]) -> None:
         """Lightning replaces the model config with the checkpoint's hyperparameters when ``--ckpt_path``
         is given, silently dropping any model change on the command line. A resumed run must be the
         same run, so a change is refused instead (as mimicry does), naming the keys that differ."""
-        sub = self.config.get("subcommand")
-        if not sub or not self.config[sub].get("ckpt_path"):
+        hparams = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if k != "_instantiator"}
+        if not hparams:
             return
+        try:
+            saved_cfg = self.parser.parse_object({sub: {"model": hparams}}, self.config.clone())
+        except Exception as err:  # jsonargparse raises several types; all mean "not this model's config"
+            raise ConfigError(
+                f"--ckpt_path {self.config[sub].ckpt_path}: its model config does not fit this version of "
+                f"gan_lightning ({_one_line(err)}); start a new run or use --init_from"
+            ) from None
         given = _flatten(self.config[sub].model.clone().as_dict())
-        super()._parse_ckpt_path()
-        saved = _flatten(self.config[sub].model.clone().as_dict())
+        saved = _flatten(saved_cfg[sub].model.clone().as_dict())
         changed = sorted(
             k for k in given.keys() | saved.keys() if k != "data_shape" and given.get(k) != saved.get(k)
         )
@@ -89,12 +132,33 @@ class GANCLI(LightningCLI):
             )
             raise ConfigError(
                 f"--ckpt_path {self.config[sub].ckpt_path} was trained with a different model config: "
-                f"{diffs}; "
-                "resume with the run's own config, or start a new run without --ckpt_path"
+                f"{diffs}; resume with the run's own config, or start a new run from its weights with "
+                "--init_from instead of --ckpt_path"
             )
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        if sub:
+            _claim_run_dir(self.config[sub].trainer)
+
+    def before_fit(self) -> None:
+        if self.config.fit.get("ckpt_path") and self.trainer.is_global_zero:
+            clean_checkpoint_dir(Path(self.config.fit.ckpt_path).parent)  # the killed run's temporaries
+        if self.config.fit.get("init_from"):
+            loaded = warm_start(self.model, self.config.fit.init_from)
+            rank_zero_info(f"warm start: {', '.join(loaded)} from {self.config.fit.init_from}")
+
+    def after_fit(self) -> None:
+        rank_zero_info(run_summary(self.trainer))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.data_shape", "model.data_shape", apply_on="instantiate")
+        parser.add_argument(
+            "--init_from",
+            type=str | None,
+            default=None,
+            help="fit: start a new run (with this config) from the network weights of this checkpoint",
+        )
         parser.add_lightning_class_args(SampleGrid, "samples")
         parser.add_lightning_class_args(GStepCheckpoint, "checkpoint")
         parser.add_lightning_class_args(GANMetrics, "metrics")
@@ -107,6 +171,38 @@ class GANCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+
+
+def _claim_run_dir(trainer_cfg: Namespace) -> None:
+    """Give a file logger with no fixed version a freshly claimed ``version_N`` (see :mod:`rundir`)."""
+    logger = trainer_cfg.get("logger")
+    root = trainer_cfg.get("default_root_dir") or os.getcwd()
+    if logger is None or logger is True:  # Lightning's default: TensorBoard in default_root_dir
+        version = rundir.run_version(Path(root) / "lightning_logs")
+        trainer_cfg.logger = Namespace(
+            class_path=_FILE_LOGGERS[0], init_args=Namespace(save_dir=root, version=version)
+        )
+        return
+    first = logger[0] if isinstance(logger, list) and logger else logger
+    if isinstance(first, Namespace) and first.get("class_path") in _FILE_LOGGERS:
+        args = first.init_args
+        if args.get("version") is None:
+            args.version = rundir.run_version(Path(args.get("save_dir") or root) / (args.get("name") or ""))
+
+
+def run_summary(trainer: L.Trainer) -> str:
+    """The one line ``fit`` ends with: where the run is, its last and best checkpoints, its last values."""
+    parts = [f"done: {trainer.global_step} generator steps; run directory {trainer.log_dir}"]
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, GStepCheckpoint) and cb.last_model_path:
+            parts.append(f"last checkpoint {cb.last_model_path}")
+        elif isinstance(cb, BestCheckpoint) and cb.best_model_path:
+            parts.append(f"best ({cb.monitor}) {cb.best_model_path}")
+    metrics = trainer.callback_metrics
+    keys = sorted(k for k in metrics if k.startswith("val/")) or sorted(k for k in metrics if "/main" in k)
+    if keys:
+        parts.append(", ".join(f"{k}={float(metrics[k]):.4g}" for k in keys[:8]))
+    return "; ".join(parts)
 
 
 _NOISE = re.compile(
@@ -146,8 +242,17 @@ def _worker_message(text: str) -> str:
     return re.sub(r"^[\w.]*Error:\s*", "", last)
 
 
+def _fail(message: str) -> None:
+    """One ``error:`` line, exit 2; a run directory this process claimed and never trained in is removed."""
+    rundir.release_failed()
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if rundir.is_global_zero_process():
+        rundir.reset()
     try:
         if args and args[0] == "sample":
             from gan_lightning.sample import sample_main
@@ -160,17 +265,22 @@ def main(argv: list[str] | None = None) -> None:
         else:
             GANCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except GanLightningError as err:
-        print(f"error: {_worker_message(str(err))}", file=sys.stderr)
-        sys.exit(2)
+        _fail(_worker_message(str(err)))
     except ArgumentError as err:
-        print(
-            f"error: {_one_line(err)}  (see --help, or --print_config for the full config)", file=sys.stderr
+        _fail(f"{_one_line(err)}  (see --help, or --print_config for the full config)")
+    except pickle.UnpicklingError as err:  # Lightning's own weights_only loads (a safety net)
+        _fail(f"refused to load a checkpoint holding pickled objects ({str(err).splitlines()[0][:200]})")
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or os.environ.get("GAN_LIGHTNING_TRACEBACK"):
+            raise
+        where = Path(err.filename).parent if err.filename else "the run directory's device"
+        _fail(
+            f"no space left on the device holding {where}; the checkpoints already written are "
+            "intact: free some space and resume with --ckpt_path LAST.ckpt"
         )
-        sys.exit(2)
     except ValueError as err:
         # jsonargparse re-raises an error from a class_path object's __init__ (e.g. our ConfigError) as a
         # ValueError listing the union's subtypes; anything else is a bug and keeps its traceback.
         if "Union subtypes" not in str(err) or os.environ.get("GAN_LIGHTNING_TRACEBACK"):
             raise
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+        _fail(_one_line(err))

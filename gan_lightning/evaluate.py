@@ -17,10 +17,12 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
+from gan_lightning.checkpoints import read_checkpoint
 from gan_lightning.data.base import GANDataModule
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import GANMetrics, finite_or_none
-from gan_lightning.sample import load_module
+from gan_lightning.io import atomic_write_text
+from gan_lightning.sample import check_output_dir, load_module
 
 
 def find_run_config(ckpt_path: Path) -> Path | None:
@@ -41,7 +43,7 @@ def _flag(argv: list[str], name: str) -> str | None:
 
 
 def build_parser(defaults: dict[str, Any]) -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m gan_lightning evaluate", exit_on_error=False)
+    parser = ArgumentParser(prog="python -m gan_lightning evaluate", exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--ckpt_path", type=str, required=True, help="a checkpoint written by fit")
     parser.add_argument("--run_config", type=str | None, default=None, help="the run's config.yaml")
     parser.add_argument("--out", type=str, default="metrics.json", help="where the JSON goes")
@@ -86,6 +88,11 @@ def evaluate(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if seed is not None:
         os.environ["PL_GLOBAL_SEED"] = str(seed)  # the data split depends on the run's seed
+    read_checkpoint(ckpt_path, mmap=True)  # a bad checkpoint fails before anything is created
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; pass the path of the JSON file to write")
+    check_output_dir(out.parent, f"--out {out}: its folder")  # before the evaluation's work, not after
     module = load_module(ckpt_path, device)
     if metrics.extractor is None and len(module.data_shape) == 3:
         raise ConfigError(
@@ -94,7 +101,7 @@ def evaluate(
         )
     results = metrics.evaluate(module, datamodule)
     # mmap: only the step is read here, the tensors were loaded once by load_module
-    step = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1)
+    step = read_checkpoint(ckpt_path, mmap=True).get("global_step", -1)
     report = {
         "checkpoint": str(ckpt_path),
         "generator_step": int(step),
@@ -104,8 +111,6 @@ def evaluate(
         "seconds": round(metrics.last_seconds, 3),
         "metrics": {k: finite_or_none(v) for k, v in results.items()},
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}: " + ", ".join(f"{k}={v:.4g}" for k, v in results.items()))
     return report

@@ -134,6 +134,11 @@ class GANModule(L.LightningModule):
         self.regularizers = list(regularizers or [])
         self._g_opt_factory = g_optimizer or _dcgan_adam
         self._d_opt_factory = d_optimizer or _dcgan_adam
+        for name, make_opt in (("g_optimizer", self._g_opt_factory), ("d_optimizer", self._d_opt_factory)):
+            try:  # built once here, so a bad setting fails before any run directory is made
+                make_opt([nn.Parameter(torch.zeros(1))])
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"model.{name}: {err}; fix its init_args") from None
         self._scheduler_factories = (g_lr_scheduler, d_lr_scheduler)
         if order not in get_args(UpdateOrder):
             raise ConfigError(f"order must be one of {', '.join(get_args(UpdateOrder))}, got {order!r}")
@@ -308,10 +313,12 @@ class GANModule(L.LightningModule):
     def _check_finite(self, loss: Tensor, who: str) -> None:
         if not torch.isfinite(loss).all():
             raise TrainingDivergedError(
-                f"the {who} loss became {loss.item()} at generator step {self.global_step}; "
-                "the run diverged. "
-                "Lower the learning rates, add a gradient penalty or spectral norm, and resume from the last "
-                "checkpoint (it was not touched)"
+                f"the {who} loss became {loss.item()} at generator step {self.global_step}: the run "
+                "diverged; its checkpoints were not touched. Start a new run from the last one's "
+                "weights with lower learning rates (or a gradient penalty, or spectral norm): "
+                "fit --config RUN_DIR/config.yaml --init_from RUN_DIR/checkpoints/last.ckpt "
+                "--model.d_optimizer.init_args.lr ... (--ckpt_path resumes the same run, so it would "
+                "refuse the changed config)"
             )
 
     # --- evaluation: D's view of held-out real data vs samples (FID & co. are callbacks) ----------
@@ -321,6 +328,7 @@ class GANModule(L.LightningModule):
         rng = torch.Generator(device=self.device).manual_seed(10_007 + batch_idx)
         fake = self.sample(torch.randn(len(real), self.latent_dim, device=self.device, generator=rng))
         real_out, fake_out = self.discriminator(real), self.discriminator(fake)
+        # sync_dist: epoch-level means over every rank's batches, so all ranks log (and compare) one value
         self.log_dict(
             {
                 f"{prefix}/scores/real": real_out.mean(),
@@ -328,6 +336,7 @@ class GANModule(L.LightningModule):
                 f"{prefix}/loss/D": self.loss.d_loss(real_out, fake_out),
             },
             batch_size=len(real),
+            sync_dist=True,
         )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

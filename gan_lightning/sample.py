@@ -6,6 +6,7 @@ data) and, for images, ``DIR/grid.png``. Uses the EMA generator when the checkpo
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +14,41 @@ import torch
 from jsonargparse import ArgumentParser
 
 from gan_lightning.callbacks import save_grid, save_scatter
-from gan_lightning.errors import ConfigError
+from gan_lightning.checkpoints import CheckpointError, read_checkpoint
+from gan_lightning.errors import ConfigError, GanLightningError
+from gan_lightning.io import atomic_write
 from gan_lightning.module import GANModule
 
 
 def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu") -> GANModule:
-    """Rebuild the GANModule of a checkpoint from the config saved in it."""
+    """Rebuild the GANModule of a checkpoint from the config saved in it, never unpickling objects."""
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist; pass the path of a .ckpt file written by `fit`")
+    read_checkpoint(path, mmap=True)  # safe and cheap: refuses pickled objects, names a damaged file
     try:
-        module = GANModule.load_from_checkpoint(path, map_location=device, weights_only=False)
-    except (RuntimeError, KeyError, EOFError) as err:
-        raise ConfigError(
-            f"{path} is not a readable gan_lightning checkpoint ({type(err).__name__}: {err})"
+        module = GANModule.load_from_checkpoint(path, map_location=device, weights_only=True)
+    except GanLightningError:
+        raise
+    except Exception as err:  # a config this version cannot build (jsonargparse/Lightning raise many types)
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise CheckpointError(
+            f"{path} cannot be rebuilt into a GANModule ({type(err).__name__}: {first}); pass a checkpoint "
+            "written by fit with this version of gan_lightning"
         ) from None
     return module.eval()
+
+
+def check_output_dir(out: Path, flag: str = "--out") -> None:
+    """Fail before any work when ``out`` cannot be a directory we write into."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{flag} {out} is an existing file; pass a directory (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # a real write: permissions, read-only mounts, quotas
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"{flag} {out} is not a writable directory ({err.strerror}); pass one that is"
+        ) from None
 
 
 @torch.no_grad()
@@ -68,11 +88,11 @@ def sample(
         raise ConfigError(f"--num_samples must be >= 1, got {num_samples}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = load_module(ckpt_path, device)
-    samples = generate(module, num_samples, seed, batch_size)
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "samples.npy", samples.numpy().astype(np.float32))
+    module = load_module(ckpt_path, device)
+    check_output_dir(out_dir)
+    samples = generate(module, num_samples, seed, batch_size)
+    atomic_write(out_dir / "samples.npy", lambda f: np.save(f, samples.numpy().astype(np.float32)))
     if samples.dim() == 4:
         save_grid(samples[:256], out_dir / "grid.png", nrow)
     else:
@@ -82,7 +102,7 @@ def sample(
 
 
 def sample_main(argv: list[str]) -> None:
-    parser = ArgumentParser(prog="python -m gan_lightning sample", exit_on_error=False)
+    parser = ArgumentParser(prog="python -m gan_lightning sample", exit_on_error=False, allow_abbrev=False)
     parser.add_function_arguments(sample)
     cfg = parser.parse_args(argv)
     sample(**cfg.as_dict())

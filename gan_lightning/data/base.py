@@ -121,9 +121,23 @@ class StepBatchSampler(BatchSampler):
         b = self.batch_size
         return [idx[i * b : (i + 1) * b] for i in range(self.batches_per_pass)]
 
+    def position(self) -> dict[str, int]:
+        """Where the stream stands: G steps done, D batches drawn, and the pass and batch they give."""
+        g = self.current_step()
+        d = self.schedule.total_d_steps(g)
+        return {"generator_step": g, "d_batches": d, "pass": d // self.batches_per_pass}
+
     def __iter__(self) -> Iterator[list[int]]:
         g = self.current_step()
         d = self.schedule.total_d_steps(g)
+        expected = getattr(self, "resume_position", None)
+        if expected is not None and expected["generator_step"] == g:
+            self.resume_position = None
+            if expected["d_batches"] != d:
+                raise ConfigError(
+                    f"the checkpoint's data stream stood at {expected['d_batches']} D batches after {g} G "
+                    f"steps, but this run's schedule gives {d}: resume with the run's own schedule"
+                )
         p, offset = divmod(d, self.batches_per_pass)
         batches = self._pass_batches(p)
         for _ in range(len(self)):
@@ -145,6 +159,20 @@ class StepBatchSampler(BatchSampler):
             if n > 0 and d + k > self.batches_per_pass:
                 return n
             d, n = d + k, n + 1
+
+
+class StepDataLoader(DataLoader):
+    """A DataLoader over a :class:`StepBatchSampler`, resumable in Lightning's sense (``state_dict`` /
+    ``load_state_dict``): the sampler is positioned from the trainer's step count, and the saved position
+    is checked against it on resume, so Lightning's "dataloader is not resumable" warning would be false."""
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self.batch_sampler
+        return sampler.position() if isinstance(sampler, StepBatchSampler) else {}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if isinstance(self.batch_sampler, StepBatchSampler) and state:
+            self.batch_sampler.resume_position = dict(state)
 
 
 class GANDataModule(L.LightningDataModule):
@@ -187,7 +215,8 @@ class GANDataModule(L.LightningDataModule):
                 self.splits[split] = self.build(split)
 
     def _loader(self, dataset: Dataset, batch_sampler: BatchSampler) -> DataLoader:
-        return DataLoader(
+        loader = StepDataLoader if isinstance(batch_sampler, StepBatchSampler) else DataLoader
+        return loader(
             dataset,
             batch_sampler=batch_sampler,
             num_workers=self.num_workers,

@@ -87,9 +87,36 @@ def resize_uint8(x: Tensor, size: int, chunk: int = 4096) -> Tensor:
     return out
 
 
+def _high_depth_to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit ("I;16*", and "I", PNG's 16-bit grayscale in some Pillow versions) and float ("F") images
+    -> "L", scaled, never clipped: PIL's own ``convert("L")`` clips 16-bit values at 255, which turned
+    97 % of a 16-bit PNG's pixels white. 16-bit: round(v / 257) (65535 -> 255); float: values in [0, 1]
+    -> round(255 v). Anything else is refused rather than guessed."""
+    a = np.asarray(im, dtype=np.float64)
+    name = getattr(im, "filename", "") or "the image"
+    if im.mode == "F":
+        if not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
+            raise DataError(
+                f"{name}: float image with values outside [0, 1] (min {a.min():.4g}, max {a.max():.4g}); "
+                "convert it to 8- or 16-bit integers"
+            )
+        a = a * 255.0
+    else:
+        if a.min() < 0 or a.max() > 65535:
+            raise DataError(
+                f"{name}: {im.mode} image with values outside the 16-bit range [0, 65535] "
+                f"(min {a.min():.0f}, max {a.max():.0f}); convert it to 8- or 16-bit"
+            )
+        a = a / 257.0
+    return Image.fromarray(np.rint(a).astype(np.uint8), mode="L")
+
+
 def to_mode(im: Image.Image, mode: str) -> Image.Image:
     """Convert to "L" or "RGB"; transparent images are composited onto white first (plain conversion
-    would keep whatever colour the invisible pixels happen to hold)."""
+    would keep whatever colour the invisible pixels happen to hold); 16-bit and float images are scaled
+    to 8 bits (:func:`_high_depth_to_8bit`)."""
+    if im.mode.startswith("I") or im.mode == "F":
+        im = _high_depth_to_8bit(im)
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
         rgba = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)

@@ -1,0 +1,155 @@
+"""Checkpoints in and out, safely.
+
+* **Reading** a user-given file never unpickles arbitrary objects: :func:`read_checkpoint` uses
+  ``torch.load(weights_only=True)`` (tensors, numbers, strings and containers only; a checkpoint that
+  carries a pickled object is refused, its ``__reduce__`` never runs) and turns every way a file can be
+  bad (missing, empty, truncated, random bytes, not ours) into one :class:`CheckpointError` line.
+  gan_lightning's own checkpoints need no allow-listed globals: the RNG states, EMA and the counters are
+  tensors, the configs are plain dicts. :data:`SAFE_GLOBALS` is where a type would be added.
+* **Writing** goes through :class:`AtomicCheckpointIO`, Lightning's public ``CheckpointIO`` plug-in point:
+  a temporary file in the checkpoint's own directory, fsync, rename (see :mod:`gan_lightning.io`).
+  Lightning's ``TorchCheckpointIO`` writes the temporary file in ``$TMPDIR`` and moves it, which across
+  filesystems (a run on NFS/Lustre, ``$TMPDIR`` on local disk) is a copy into the final name: a kill or a
+  full disk then leaves a partial ``last.ckpt``.
+* **Warm starts** (:func:`warm_start`): a new run with a new config whose networks start from a
+  checkpoint's weights (``fit --init_from CKPT``), e.g. after a divergence, with lower learning rates.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import nn
+
+from gan_lightning.errors import GanLightningError
+from gan_lightning.io import atomic_write, remove_stale_temporaries
+
+# Types beyond tensors and plain containers that gan_lightning's checkpoints hold: none today. A new
+# checkpointed type goes here (and into torch.serialization.add_safe_globals below), never weights_only=False.
+SAFE_GLOBALS: list[Any] = []
+if SAFE_GLOBALS:
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)
+
+_NETWORK_PREFIXES = ("generator.", "discriminator.", "generator_ema.")
+
+
+class CheckpointError(GanLightningError):
+    """A checkpoint file that is missing, damaged, not gan_lightning's, or unsafe to load."""
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint at ``path`` as a dict, loaded without running any code it may carry."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; pass the path of a .ckpt file written by fit"
+        )
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(
+            f"checkpoint {path} is empty (0 bytes), e.g. from an interrupted copy; use another"
+        )
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "WeightsUnpickler" in str(err) or "weights_only" in str(err):
+            reason = _unsafe_reason(str(err))
+            raise CheckpointError(
+                f"refused to load {path}: it holds a pickled object that could run code ({reason}); "
+                "gan_lightning checkpoints hold tensors and plain values only, so this file was not written "
+                "by it or was tampered with"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({size} bytes; {first}): it is truncated or not a "
+            "checkpoint; use an earlier one (e.g. checkpoints/step=*.ckpt)"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path} is not a gan_lightning checkpoint (no state_dict); pass one written by fit"
+        )
+    return ckpt
+
+
+def _unsafe_reason(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("WeightsUnpickler error:"):
+            return line.removeprefix("WeightsUnpickler error:").strip().rstrip(".")
+    return "unsupported global"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose local writes are atomic in the checkpoint's own directory."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None or "://" in str(
+            path
+        ):  # remote (fsspec) paths: Lightning's transaction
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        if "://" in str(path) or not get_filesystem(path).isfile(str(path)):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return read_checkpoint(path, map_location=map_location)
+
+
+def install_atomic_checkpoint_io(trainer: Any) -> None:
+    """Put :class:`AtomicCheckpointIO` in place of Lightning's default ``TorchCheckpointIO`` (a user's own
+    CheckpointIO, e.g. AsyncCheckpointIO, is left alone), and delete the temporary files a killed run
+    left in its checkpoint directory."""
+    strategy = trainer.strategy
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+def clean_checkpoint_dir(folder: str | Path | None) -> None:
+    if folder is not None and "://" not in str(folder):
+        remove_stale_temporaries(folder)
+
+
+def warm_start(module: nn.Module, path: str | Path) -> list[str]:
+    """Copy the network weights (G, D and the EMA of G) of the checkpoint at ``path`` into ``module``.
+
+    Optimizer states, step counters and RNG states are not copied: this is a new run, with its own config
+    (e.g. lower learning rates), that starts from those weights. Returns the networks loaded.
+    """
+    state = read_checkpoint(path)["state_dict"]
+    own = module.state_dict()
+    wanted = {k for k in own if k.startswith(_NETWORK_PREFIXES)}
+    source = {k: v for k, v in state.items() if k.startswith(_NETWORK_PREFIXES)}
+    if not any(k.startswith("generator_ema.") for k in source):  # no EMA there: the new EMA starts at its G
+        source.update(
+            {
+                "generator_ema.module." + k[len("generator.") :]: v
+                for k, v in state.items()
+                if k.startswith("generator.")
+            }
+        )
+        source.pop("generator_ema.n_averaged", None)
+    if not any(k.startswith("generator_ema.") for k in wanted):  # no EMA here: the checkpoint's is not needed
+        source = {k: v for k, v in source.items() if not k.startswith("generator_ema.")}
+    missing = sorted(k for k in wanted - source.keys() if k != "generator_ema.n_averaged")
+    extra = sorted(source.keys() - wanted)
+    shape = sorted(k for k in wanted & source.keys() if own[k].shape != source[k].shape)
+    if missing or extra or shape:
+        example = (shape or missing or extra)[0]
+        raise CheckpointError(
+            f"--init_from {path}: its networks do not match this run's ({len(missing)} missing, "
+            f"{len(shape)} of another shape, {len(extra)} unexpected tensors, e.g. {example}); keep the "
+            "generator/discriminator settings of the checkpoint's run and change only the rest"
+        )
+    with torch.no_grad():
+        for k in wanted & source.keys():
+            own[k].copy_(source[k])
+    return sorted({k.split(".")[0] for k in source})
