@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -96,7 +97,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             path
         ):  # remote (fsspec) paths: Lightning's transaction
             return super().save_checkpoint(checkpoint, path, storage_options)
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+        buffer = io.BytesIO()  # serialized first: a full disk then fails in write() with ENOSPC
+        torch.save(checkpoint, buffer)
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
         if "://" in str(path) or not get_filesystem(path).isfile(str(path)):

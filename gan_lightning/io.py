@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,22 @@ TMP_SUFFIX = ".tmp"
 
 class DiskFullError(GanLightningError):
     """No space left (or quota exceeded) where a file was being written."""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _is_disk_full(err: BaseException, folder: Path) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    # torch.save's zip writer reports a short write as a RuntimeError ("unexpected pos"), not ENOSPC
+    if isinstance(err, RuntimeError):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(folder).free < 1 << 20
+    return False
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -43,6 +60,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide runs from a shared group
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -50,7 +68,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if _is_disk_full(err, path.parent):
             raise DiskFullError(
                 f"no space left on the device holding {path.parent} while writing {path.name}; the files "
                 "already there are intact: free some space (or point the run elsewhere) and run again"

@@ -64,7 +64,7 @@ def run_cli_subprocess(
     args: list[str], timeout: int = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=path, **(env or {}))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "gan_lightning", *args],
         cwd=ROOT,

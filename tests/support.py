@@ -1,5 +1,6 @@
 """Test-only classes, importable by the CLI in a subprocess (tests/ is put on PYTHONPATH)."""
 
+import lightning as L
 import torch
 
 from gan_lightning.losses import NonSaturating
@@ -39,3 +40,13 @@ class RandomFeatures(FeatureExtractor):
         pooled = torch.nn.functional.adaptive_avg_pool2d(images.float().mean(1, keepdim=True), 4).flatten(1)
         features = pooled @ self.proj
         return features, features @ self.head
+
+
+class SaveInitialState(L.Callback):
+    """Saves the module's state_dict as training starts (before the first step), to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        torch.save({k: v.detach().clone() for k, v in pl_module.state_dict().items()}, self.path)

@@ -6,36 +6,38 @@
 * no fully connected hidden layers (one linear projection in, one out).
 
 Sizes: any ``s * 2**n`` with 4 <= s <= 7 and n >= 1, e.g. 28 (7·2²), 32 (4·2³), 64 (4·2⁴).
+Conditional (``num_classes > 0``): G by class-conditional BN or a label embedding joined to z; D by
+projection, an ACGAN classifier or label input channels (see :class:`~gan_lightning.nets.layers.
+DiscriminatorHead`).
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
+import torch
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.nets.layers import (
+    D_CONDITIONING,
+    G_CONDITIONING,
+    DiscriminatorHead,
+    InputConditioning,
+    MinibatchDiscrimination,
+    MinibatchStd,
+    apply_spectral_norm,
+    check_choice,
+    check_image_shape,
+    init_dcgan_weights,
+    require_labels,
+    start_size,
+)
+from gan_lightning.nets.norms import ConditionalBatchNorm2d, ConditionalSequential, make_norm
 
 
 def dcgan_start_size(image_size: int) -> tuple[int, int]:
-    """(s, n) with image_size = s * 2**n, 4 <= s <= 7, n >= 1; a clear error when there is none."""
-    s, n = image_size, 0
-    while s > 7 and s % 2 == 0:
-        s, n = s // 2, n + 1
-    if not (4 <= s <= 7 and n >= 1):
-        raise ConfigError(
-            f"DCGAN cannot produce {image_size}x{image_size} images: the size must be s*2^n with 4<=s<=7 "
-            "and n>=1 (e.g. 28, 32, 48, 64, 128); change data.init_args.image_size"
-        )
-    return s, n
-
-
-def _check_image_shape(data_shape: tuple[int, ...]) -> tuple[int, int]:
-    if len(data_shape) != 3 or data_shape[1] != data_shape[2]:
-        raise ConfigError(
-            f"DCGAN networks need square images (C, H, H), but the data has shape {tuple(data_shape)}; "
-            "use gan_lightning.nets.MLPGenerator / MLPDiscriminator for 2D data"
-        )
-    return data_shape[0], data_shape[1]
+    return start_size(image_size, "DCGAN")
 
 
 class DCGANGenerator(nn.Module):
@@ -43,96 +45,146 @@ class DCGANGenerator(nn.Module):
 
     Args:
         data_shape: (C, H, W) of the images; linked from the data module, never typed in a config.
+        num_classes: classes of a conditional G (``forward(z, y)``); 0 for unconditional.
         latent_dim: size of the N(0, I) noise vector.
         width: channels of the last hidden layer; earlier layers double it.
+        norm: G's norm layers ("batch" in DCGAN; see :func:`~gan_lightning.nets.norms.make_norm`).
+        spectral_norm: spectral normalization on G's weights too (as SAGAN and BigGAN do).
+        conditioning: "cbn" (each BN gets per-class gain and bias) or "concat" (an ``embed_dim`` label
+            embedding joined to z).
+        embed_dim: size of the label embedding for "concat".
     """
 
-    def __init__(self, data_shape: tuple[int, ...], latent_dim: int = 100, width: int = 64) -> None:
+    def __init__(
+        self,
+        data_shape: tuple[int, ...],
+        num_classes: int = 0,
+        *,
+        latent_dim: int = 100,
+        width: int = 64,
+        norm: str = "batch",
+        spectral_norm: bool = False,
+        conditioning: Literal["cbn", "concat"] = "cbn",
+        embed_dim: int = 32,
+    ) -> None:
         super().__init__()
-        channels, size = _check_image_shape(data_shape)
+        channels, size = check_image_shape(data_shape)
         s, n = dcgan_start_size(size)
-        self.latent_dim = latent_dim
+        self.latent_dim, self.num_classes = latent_dim, num_classes
         self.data_shape = tuple(data_shape)
+        self.conditioning = (
+            check_choice(conditioning, G_CONDITIONING, "generator conditioning") if num_classes else None
+        )
+        concat = self.conditioning == "concat"
+        if self.conditioning == "cbn" and norm != "batch":
+            raise ConfigError(
+                "conditioning 'cbn' needs norm 'batch' in DCGANGenerator; set conditioning 'concat'"
+            )
+
+        def bn(c: int) -> nn.Module:
+            return (
+                ConditionalBatchNorm2d(c, num_classes) if self.conditioning == "cbn" else make_norm(norm, c)
+            )
+
         c = width * 2 ** (n - 1)
-        self.project = nn.Sequential(
-            nn.Linear(latent_dim, c * s * s, bias=False),
+        bias = norm in ("none", "pixel")  # a norm with its own shift makes the layer's bias redundant
+        self.project = ConditionalSequential(
+            nn.Linear(latent_dim + (embed_dim if concat else 0), c * s * s, bias=bias),
             nn.Unflatten(1, (c, s, s)),
-            nn.BatchNorm2d(c),
+            bn(c),
             nn.ReLU(),
         )
         blocks: list[nn.Module] = []
         for _ in range(n - 1):
-            blocks += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU()]
+            blocks += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=bias), bn(c // 2), nn.ReLU()]
             c //= 2
         blocks += [nn.ConvTranspose2d(c, channels, 4, 2, 1), nn.Tanh()]  # no BN on the output layer
-        self.body = nn.Sequential(*blocks)
-        init_dcgan_weights(self)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.body(self.project(z))
-
-
-def _norm(kind: str, c: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(c)
-    if kind == "layer":  # WGAN-GP: batch statistics would couple the samples the penalty treats separately
-        return nn.GroupNorm(1, c)
-    if kind == "instance":
-        return nn.GroupNorm(c, c)
-    if kind == "none":
-        return nn.Identity()
-    raise ConfigError(f"unknown norm {kind!r}; use 'batch', 'layer', 'instance' or 'none'")
-
-
-class DCGANDiscriminator(nn.Module):
-    """image -> n x [Conv 4/2 (+ norm) + LeakyReLU(0.2)] -> linear -> one raw score per image.
-
-    Args:
-        data_shape: (C, H, W) of the images; linked from the data module.
-        width: channels of the first layer; later layers double it.
-        norm: "batch" (DCGAN), "layer" or "instance" (for gradient penalties), or "none".
-        spectral_norm: wrap every conv/linear weight with spectral normalization (Miyato et al. 2018).
-    """
-
-    def __init__(
-        self, data_shape: tuple[int, ...], width: int = 64, norm: str = "batch", spectral_norm: bool = False
-    ) -> None:
-        super().__init__()
-        channels, size = _check_image_shape(data_shape)
-        s, n = dcgan_start_size(size)
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]  # no norm on input
-        c = width
-        for _ in range(n - 1):
-            layers += [
-                nn.Conv2d(c, c * 2, 4, 2, 1, bias=norm == "none"),
-                _norm(norm, c * 2),
-                nn.LeakyReLU(0.2),
-            ]
-            c *= 2
-        layers += [nn.Flatten(), nn.Linear(c * s * s, 1)]
-        self.body = nn.Sequential(*layers)
+        self.body = ConditionalSequential(*blocks)
+        self.embed = nn.Embedding(num_classes, embed_dim) if concat else None
         init_dcgan_weights(self)
         if spectral_norm:
             apply_spectral_norm(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x).squeeze(1)
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.num_classes:
+            y = require_labels(y, self.num_classes, type(self).__name__)
+            if self.embed is not None:
+                z = torch.cat([z, self.embed(y)], 1)
+        return self.body(self.project(z, y), y)
 
 
-def init_dcgan_weights(module: nn.Module) -> None:
-    """DCGAN init: conv/linear weights ~ N(0, 0.02), norm scales ~ N(1, 0.02), biases 0."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
+class DCGANDiscriminator(nn.Module):
+    """image -> n x [Conv 4/2 (+ norm) + LeakyReLU(0.2)] -> features (flattened) -> head -> raw score.
 
+    Args:
+        data_shape: (C, H, W) of the images; linked from the data module. Any C (PacGAN packs m·C).
+        num_classes: classes of a conditional D; 0 for unconditional.
+        width: channels of the first layer; later layers double it.
+        norm: "batch" (DCGAN), "layer" or "instance" (for gradient penalties), "group", "pixel",
+            "switchable" or "none" (see :func:`~gan_lightning.nets.norms.make_norm`).
+        spectral_norm: wrap every conv/linear weight with spectral normalization (Miyato et al. 2018).
+        conditioning: "projection", "acgan" or "input" (see :class:`DiscriminatorHead`).
+        embed_dim: label channels added at the input for "input" conditioning.
+        minibatch_std_group: group size of a minibatch-std feature map appended before the last (linear)
+            layer (Karras et al. 2018); 0 = off.
+        minibatch_discrimination: number of minibatch-discrimination kernels on the features (Salimans
+            et al. 2016); 0 = off.
+    """
 
-def apply_spectral_norm(module: nn.Module) -> None:
-    """torch's own parametrization (power iteration, one step per forward in training mode)."""
-    for m in list(module.modules()):
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            _spectral_norm(m)
+    def __init__(
+        self,
+        data_shape: tuple[int, ...],
+        num_classes: int = 0,
+        *,
+        width: int = 64,
+        norm: str = "batch",
+        spectral_norm: bool = False,
+        conditioning: Literal["projection", "acgan", "input"] = "projection",
+        embed_dim: int = 10,
+        minibatch_std_group: int = 0,
+        minibatch_discrimination: int = 0,
+    ) -> None:
+        super().__init__()
+        channels, size = check_image_shape(data_shape)
+        s, n = dcgan_start_size(size)
+        self.num_classes = num_classes
+        self.conditioning = (
+            check_choice(conditioning, D_CONDITIONING, "discriminator conditioning") if num_classes else None
+        )
+        self.input_conditioning = (
+            InputConditioning(num_classes, embed_dim) if self.conditioning == "input" else None
+        )
+        extra = embed_dim if self.input_conditioning is not None else 0
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels + extra, width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+        ]  # no norm on input
+        c = width
+        for _ in range(n - 1):
+            layers += [
+                nn.Conv2d(c, c * 2, 4, 2, 1, bias=norm in ("none", "pixel")),
+                make_norm(norm, c * 2),
+                nn.LeakyReLU(0.2),
+            ]
+            c *= 2
+        self.body = nn.Sequential(*layers)
+        self.minibatch_std = MinibatchStd(minibatch_std_group) if minibatch_std_group else None
+        features = (c + (1 if self.minibatch_std else 0)) * s * s
+        k = minibatch_discrimination
+        self.minibatch_discrimination = MinibatchDiscrimination(features, k) if k else None
+        self.head = DiscriminatorHead(features + k, num_classes, conditioning)
+        init_dcgan_weights(self)
+        if spectral_norm:
+            apply_spectral_norm(self, embeddings=True)
+
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.input_conditioning is not None:
+            x = self.input_conditioning(x, require_labels(y, self.num_classes, type(self).__name__))
+        h = self.body(x)
+        if self.minibatch_std is not None:
+            h = self.minibatch_std(h)
+        h = h.flatten(1)
+        return self.minibatch_discrimination(h) if self.minibatch_discrimination is not None else h
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.head(self.features(x, y), y)
