@@ -86,7 +86,9 @@ class SampleGrid(L.Callback):
         step = trainer.global_step
         out = log_dir / "samples" / f"step_{step:07d}.png"
         if len(pl_module.data_shape) == 3:
-            path = save_grid(pl_module.sample(pl_module.fixed_noise).cpu(), out, self.nrow)
+            path = save_grid(
+                pl_module.sample(pl_module.fixed_noise, pl_module.fixed_labels).cpu(), out, self.nrow
+            )
         else:
             g = torch.Generator(device=pl_module.device).manual_seed(0)
             z = torch.randn(self.num_points, pl_module.latent_dim, device=pl_module.device, generator=g)

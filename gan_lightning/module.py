@@ -16,16 +16,18 @@ from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from gan_lightning.d_path import DiscriminatorPath, DOutput, packed_shape
 from gan_lightning.errors import ConfigError, TrainingDivergedError
 from gan_lightning.losses import GANLoss, NonSaturating
 from gan_lightning.regularizers import Regularizer
 from gan_lightning.schedules import DSteps, FixedDSteps
 
-NetworkFactory = Callable[[tuple[int, ...]], nn.Module]
+NetworkFactory = Callable[[tuple[int, ...], int], nn.Module]  # (data_shape, num_classes); 0 = unconditional
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 UpdateOrder = Literal["d_first", "g_first", "simultaneous", "fused"]
@@ -98,8 +100,16 @@ class GANModule(L.LightningModule):
         ema_decay: decay of the exponential moving average of G's weights; ``None`` turns EMA off.
         ema_warmup: ramp the decay up from 0.1 as min(ema_decay, (1+n)/(10+n)) over the first updates
             (see :func:`ema_with_warmup`); ``False`` gives swa_utils' fixed-decay EMA.
-        num_fixed_samples: size of the fixed noise batch used for sample grids.
+        num_fixed_samples: size of the fixed noise batch used for sample grids (with fixed labels, one
+            grid row of 8 per class, when conditional).
+        conditional: class-conditional G and D (labels from the data; the networks' ``conditioning``
+            picks how: cBN or concat in G, projection, ACGAN or input channels in D).
+        acgan_weight: weight of ACGAN's classification losses (when D's head is ``acgan``).
+        d_transforms: D-input transforms applied to every D input (DiffAugment, instance noise, ...).
+        pack: PacGAN's m: D sees m samples packed together (1: off).
+        replay: experience replay of past fakes for D (``gan_lightning.tricks.ExperienceReplay``).
         data_shape: shape of one sample; linked from the data module by the CLI.
+        num_classes: classes of the data's labels; linked from the data module by the CLI.
     """
 
     def __init__(
@@ -118,14 +128,30 @@ class GANModule(L.LightningModule):
         ema_decay: float | None = 0.999,
         ema_warmup: bool = True,
         num_fixed_samples: int = 64,
+        conditional: bool = False,
+        acgan_weight: float = 1.0,
+        d_transforms: list[nn.Module] | None = None,
+        pack: int = 1,
+        replay: nn.Module | None = None,
         data_shape: tuple[int, ...] = (1, 32, 32),
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.data_shape = tuple(data_shape)
-        self.generator = generator(self.data_shape)
-        self.discriminator = discriminator(self.data_shape)
+        if conditional and num_classes < 1:
+            raise ConfigError(
+                "model.conditional is true but the data has no class labels (num_classes 0); use labeled "
+                "data (e.g. digits, or an image folder with one subfolder per class) or set it false"
+            )
+        self.num_classes = num_classes if conditional else 0
+        self.generator = generator(self.data_shape, self.num_classes)
+        self.discriminator = discriminator(packed_shape(self.data_shape, pack), self.num_classes)
+        self.d_transforms = nn.ModuleList(d_transforms or [])
+        self.replay = replay
+        self.acgan_weight = acgan_weight
+        self.d_path = DiscriminatorPath(self.discriminator, self.d_transforms, pack, self.num_classes)
         self.latent_dim: int = getattr(self.generator, "latent_dim", 0)
         if self.latent_dim < 1:
             raise ConfigError(f"{type(self.generator).__name__} must set a positive `latent_dim` attribute")
@@ -155,6 +181,9 @@ class GANModule(L.LightningModule):
         # Buffers, so they are saved in checkpoints and follow the module across devices.
         fixed = torch.randn(num_fixed_samples, self.latent_dim, generator=torch.Generator().manual_seed(0))
         self.register_buffer("fixed_noise", fixed)
+        # one grid row of 8 per class (0 when unconditional: ignored)
+        rows = torch.arange(num_fixed_samples) // 8
+        self.register_buffer("fixed_labels", rows % self.num_classes if self.num_classes else rows * 0)
         self.register_buffer("d_steps_done", torch.zeros((), dtype=torch.long))
         self._noise_rng: torch.Generator | None = None
         self._noise_rng_state: Tensor | None = None
@@ -165,25 +194,47 @@ class GANModule(L.LightningModule):
         """The EMA generator when there is one, else the raw generator."""
         return self.generator_ema.module if self.generator_ema is not None else self.generator
 
+    def balanced_labels(self, n: int) -> Tensor:
+        """0, 1, ..., K-1, 0, 1, ...: class-balanced labels for sampling and metrics."""
+        return torch.arange(n, device=self.device) % max(self.num_classes, 1)
+
+    def _generate(self, g: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
+        return g(z, y) if self.num_classes else g(z)
+
     @torch.no_grad()
-    def sample(self, z: Tensor) -> Tensor:
-        """Samples in data space from noise ``z`` (eval mode, EMA weights when present)."""
+    def sample(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Samples in data space from noise ``z`` (eval mode, EMA weights when present). A conditional
+        model takes labels ``y``; without them it samples class-balanced labels."""
+        if self.num_classes and y is None:
+            y = self.balanced_labels(len(z))
         g = self.sampling_generator
         was_training = g.training
         g.eval()
         try:
-            return g(z)
+            return self._generate(g, z, y.to(z.device) if y is not None else None)
         finally:
             g.train(was_training)
 
-    def noise(self, n: int) -> Tensor:
-        """N(0, I) latents from the module's own RNG, whose state is checkpointed (exact resume)."""
+    @property
+    def rng(self) -> torch.Generator:
+        """The module's own RNG (latents, fake labels, random penalties and D-input transforms), whose
+        state is checkpointed: a resumed run draws exactly what the uninterrupted one would have."""
         if self._noise_rng is None:
             self._noise_rng = torch.Generator(device=self.device)
             self._noise_rng.manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1000 + self.global_rank)
             if self._noise_rng_state is not None:
                 self._noise_rng.set_state(self._noise_rng_state)
-        return torch.randn(n, self.latent_dim, device=self.device, generator=self._noise_rng)
+        return self._noise_rng
+
+    def noise(self, n: int) -> Tensor:
+        """N(0, I) latents from the module's own RNG."""
+        return torch.randn(n, self.latent_dim, device=self.device, generator=self.rng)
+
+    def fake_labels(self, n: int) -> Tensor | None:
+        """Uniform class labels for fakes, from the same RNG (None when unconditional)."""
+        if not self.num_classes:
+            return None
+        return torch.randint(self.num_classes, (n,), device=self.device, generator=self.rng)
 
     # --- optimizers ----------------------------------------------------------------------------
     def configure_optimizers(self) -> list[dict[str, Any]]:
@@ -199,115 +250,180 @@ class GANModule(L.LightningModule):
 
     # --- the update loop -----------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        real_all, _ = batch
+        real_all, labels_all = batch
         g_opt, d_opt = self.optimizers()
         k = self.schedule.d_steps(self.global_step)
         if len(real_all) % k:
             raise ConfigError(f"batch of {len(real_all)} cannot be split into {k} D steps; use GANDataModule")
         reals = real_all.split(len(real_all) // k)
+        labels = labels_all.split(len(real_all) // k) if self.num_classes else [None] * k
+        if self.num_classes and bool((labels_all < 0).any()):
+            raise ConfigError("model.conditional is true but this batch has unlabeled samples (label -1)")
+        for transform in self.d_transforms:
+            if hasattr(transform, "set_step"):
+                transform.set_step(self.global_step)
         if self.order == "g_first":
-            self.g_step(reals[0], g_opt)
-            for real in reals:
-                self.d_step(real, d_opt)
+            self.g_step(reals[0], g_opt, labels[0])
+            for real, y in zip(reals, labels):
+                self.d_step(real, d_opt, y)
         elif self.order == "d_first":
-            for real in reals:
-                self.d_step(real, d_opt)
-            self.g_step(reals[-1], g_opt)
-        else:  # the last D step and the G step in one backward
-            for real in reals[:-1]:
-                self.d_step(real, d_opt)
+            for real, y in zip(reals, labels):
+                self.d_step(real, d_opt, y)
+            self.g_step(reals[-1], g_opt, labels[-1])
+        else:  # the last D update and the G update in one backward
+            for real, y in zip(reals[:-1], labels[:-1]):
+                self.d_step(real, d_opt, y)
             joint = self.simultaneous_step if self.order == "simultaneous" else self.fused_step
-            joint(reals[-1], g_opt, d_opt)
+            joint(reals[-1], g_opt, d_opt, labels[-1])
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
         for scheduler in self._lr_schedulers():
             scheduler.step()
+        for transform in self.d_transforms:
+            for key, value in getattr(transform, "log_values", dict)().items():
+                self.log(key, value)
 
     def _lr_schedulers(self) -> list:
         schedulers = self.lr_schedulers()
         return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
 
-    def _regularize(self, loss: Tensor, real: Tensor, fake: Tensor) -> Tensor:
-        """Add the due regularizers' scaled penalties to the D loss (and log each)."""
+    def _regularize(self, loss: Tensor, real: Tensor, fake: Tensor, y: Tensor | None) -> Tensor:
+        """Add the due regularizers' scaled penalties to the D loss (and log each). ``real`` and ``fake``
+        are D's prepared inputs (see :mod:`gan_lightning.d_path`), ``y`` the real labels."""
         d_step = int(self.d_steps_done)
         for reg in self.regularizers:
             if reg.is_due(d_step):
-                reg.generator = self._noise_rng
-                term = reg.scaled_penalty(self.discriminator, real, fake)
+                reg.generator = self.rng
+                term = reg.scaled_penalty(self.d_path.scorer(y), real, fake)
                 self.log(f"loss/D/{type(reg).__name__.lower()}", term)
                 loss = loss + term
         return loss
+
+    def _acgan(self, loss: Tensor, out: DOutput, y: Tensor | None, who: str) -> Tensor:
+        """ACGAN (Odena et al. 2017): + weight * cross-entropy of the auxiliary classifier (reals for D,
+        fakes for G)."""
+        if out.class_logits is None or y is None:
+            return loss
+        term = F.cross_entropy(out.class_logits, y)
+        self.log(f"loss/{who}/acgan", term)
+        return loss + self.acgan_weight * term
 
     def _finish_d_step(self, d_opt: LightningOptimizer, real_out: Tensor, fake_out: Tensor) -> None:
         _step_without_counting(d_opt)
         for reg in self.regularizers:
             reg.after_d_step(self.discriminator)
         self.d_steps_done += 1
-        self.log_dict({"scores/real": real_out.detach().mean(), "scores/fake": fake_out.detach().mean()})
+        real_scores = real_out.detach()
+        for transform in self.d_transforms:
+            if hasattr(transform, "observe_real_scores"):
+                transform.observe_real_scores(real_scores)
+        self.log_dict({"scores/real": real_scores.mean(), "scores/fake": fake_out.detach().mean()})
 
-    def d_step(self, real: Tensor, d_opt: LightningOptimizer) -> None:
+    def _fakes_for_d(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """A fresh fake batch for a D update (no graph to G), mixed with replayed past fakes if configured."""
+        y = self.fake_labels(n)
+        with torch.no_grad():
+            fake = self._generate(self.generator, self.noise(n), y)
+        if self.replay is not None:
+            if self.num_classes:
+                raise ConfigError("experience replay stores no labels: use it with an unconditional model")
+            fake = self.replay.mix(fake, self.rng)
+        return fake, y
+
+    def d_step(self, real: Tensor, d_opt: LightningOptimizer, labels: Tensor | None = None) -> None:
         """One D update on a fresh real batch: loss family + due regularizers."""
         with self.toggled_optimizer(d_opt):  # G frozen: no G gradients are computed here
-            with torch.no_grad():
-                fake = self.generator(self.noise(len(real)))
-            real_out, fake_out = self.discriminator(real), self.discriminator(fake)
-            loss = self.loss.d_loss(real_out, fake_out)
+            fake, y_fake = self._fakes_for_d(len(real))
+            real_out, real_in, y_real = self.d_path.run(real, labels, self.rng, with_logits=True)
+            fake_out, fake_in, _ = self.d_path.run(fake, y_fake, self.rng)
+            loss = self.loss.d_loss(real_out.scores, fake_out.scores)
             self.log("loss/D/main", loss)
-            loss = self._regularize(loss, real, fake)
+            loss = self._acgan(loss, real_out, y_real, "D")
+            loss = self._regularize(loss, real_in, fake_in, y_real)
             self._check_finite(loss, "D")
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            self._finish_d_step(d_opt, real_out, fake_out)
+            self._finish_d_step(d_opt, real_out.scores, fake_out.scores)
 
-    def g_step(self, real: Tensor, g_opt: LightningOptimizer) -> None:
+    def g_step(self, real: Tensor, g_opt: LightningOptimizer, labels: Tensor | None = None) -> None:
         """One G update. ``real`` is only read by relativistic losses."""
         with self.toggled_optimizer(g_opt):  # D frozen so its weights get no G-step gradient
-            fake_out = self.discriminator(self.generator(self.noise(len(real))))
-            real_out = self.discriminator(real) if self.loss.g_loss_uses_real else None
-            loss = self.loss.g_loss(fake_out, real_out)
+            y_fake = self.fake_labels(len(real))
+            fake = self._generate(self.generator, self.noise(len(real)), y_fake)
+            fake_out, _, _ = self.d_path.run(fake, y_fake, self.rng, with_logits=True)
+            real_out = (
+                self.d_path.run(real, labels, self.rng)[0].scores if self.loss.g_loss_uses_real else None
+            )
+            loss = self.loss.g_loss(fake_out.scores, real_out)
+            self.log("loss/G/main", loss, prog_bar=True)
+            loss = self._acgan(loss, fake_out, y_fake, "G")
             self._check_finite(loss, "G")
             g_opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             g_opt.step()
-        self.log("loss/G/main", loss, prog_bar=True)
 
-    def simultaneous_step(self, real: Tensor, g_opt: LightningOptimizer, d_opt: LightningOptimizer) -> None:
+    def simultaneous_step(
+        self, real: Tensor, g_opt: LightningOptimizer, d_opt: LightningOptimizer, labels: Tensor | None = None
+    ) -> None:
         """D and G updated from one loss and one backward, via stop-gradient (Su 2019)."""
-        fake = self.generator(self.noise(len(real)))
-        fake_sg = fake.detach()  # stop_gradient(G(z)): the D loss cannot reach G
-        real_out, fake_out_sg, fake_out = (self.discriminator(x) for x in (real, fake_sg, fake))
-        d_loss = self.loss.d_loss(real_out, fake_out_sg)
-        g_loss = self.loss.g_loss(fake_out, real_out)
+        y_fake = self.fake_labels(len(real))
+        fake_in, y_in = self.d_path.prepare(
+            self._generate(self.generator, self.noise(len(real)), y_fake), y_fake, self.rng
+        )
+        fake_in_sg = fake_in.detach()  # stop_gradient: the same prepared fakes, with no path back to G
+        real_in, y_real = self.d_path.prepare(real, labels, self.rng)
+        real_out = self.d_path.scores(real_in, y_real, with_logits=True)
+        fake_out_sg, fake_out = (self.d_path.scores(x, y_in, with_logits=True) for x in (fake_in_sg, fake_in))
+        d_loss = self.loss.d_loss(real_out.scores, fake_out_sg.scores)
+        g_loss = self.loss.g_loss(fake_out.scores, real_out.scores)
         # 0 in value; its D gradients cancel exactly, leaving G's gradient of the G loss with D held fixed
-        g_term = g_loss - self.loss.g_loss(fake_out_sg, real_out)
+        g_term = g_loss - self.loss.g_loss(fake_out_sg.scores, real_out.scores)
+        g_term = self._acgan(g_term, fake_out, y_fake, "G") - self._acgan(
+            0.0 * g_term, fake_out_sg, y_fake, "G"
+        )
         self.log("loss/D/main", d_loss)
         self.log("loss/G/main", g_loss.detach(), prog_bar=True)
-        loss = self._regularize(d_loss, real, fake_sg) + self.simultaneous_g_weight * g_term
+        d_loss = self._acgan(d_loss, real_out, y_real, "D")
+        loss = self._regularize(d_loss, real_in, fake_in_sg, y_real) + self.simultaneous_g_weight * g_term
         self._check_finite(loss, "simultaneous")
         d_opt.zero_grad(set_to_none=True)
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        self._finish_d_step(d_opt, real_out, fake_out_sg)
+        self._finish_d_step(d_opt, real_out.scores, fake_out_sg.scores)
         g_opt.step()
 
-    def fused_step(self, real: Tensor, g_opt: LightningOptimizer, d_opt: LightningOptimizer) -> None:
+    def fused_step(
+        self, real: Tensor, g_opt: LightningOptimizer, d_opt: LightningOptimizer, labels: Tensor | None = None
+    ) -> None:
         """The simultaneous update with a single D forward on [real; fake]."""
-        fake = self.generator(self.noise(len(real)))
-        fake_in = fake.detach().requires_grad_(True)  # a leaf: D's graph ends here, G's starts here
-        real_out, fake_out = self.discriminator(torch.cat([real, fake_in])).split([len(real), len(fake_in)])
-        d_loss = self.loss.d_loss(real_out, fake_out)
-        g_loss = self.loss.g_loss(fake_out, real_out)
+        y_fake = self.fake_labels(len(real))
+        fake_in, y_in = self.d_path.prepare(
+            self._generate(self.generator, self.noise(len(real)), y_fake), y_fake, self.rng
+        )
+        leaf = fake_in.detach().requires_grad_(
+            True
+        )  # D's graph ends here, G's (through the transforms) starts
+        real_in, y_real = self.d_path.prepare(real, labels, self.rng)
+        y_both = torch.cat([y_real, y_in]) if self.num_classes else None
+        out = self.d_path.scores(torch.cat([real_in, leaf]), y_both, with_logits=True)
+        real_scores, fake_scores = out.scores.split([len(real_in), len(leaf)])
+        d_loss = self.loss.d_loss(real_scores, fake_scores)
+        g_loss = self.loss.g_loss(fake_scores, real_scores)
         self.log("loss/D/main", d_loss)
         self.log("loss/G/main", g_loss, prog_bar=True)
-        d_loss = self._regularize(d_loss, real, fake_in.detach())
+        if out.class_logits is not None:
+            real_logits, fake_logits = out.class_logits.split([len(real_in), len(leaf)])
+            d_loss = self._acgan(d_loss, DOutput(real_scores, real_logits), y_real, "D")
+            g_loss = self._acgan(g_loss, DOutput(fake_scores, fake_logits), y_fake, "G")
+        d_loss = self._regularize(d_loss, real_in, leaf.detach(), y_real)
         self._check_finite(d_loss + g_loss, "fused")
         # input-only backward: dL_G/d(fake images), no D weight gradients are formed
-        (image_grad,) = torch.autograd.grad(self.simultaneous_g_weight * g_loss, fake_in, retain_graph=True)
+        (image_grad,) = torch.autograd.grad(self.simultaneous_g_weight * g_loss, leaf, retain_graph=True)
         d_opt.zero_grad(set_to_none=True)
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(d_loss, inputs=list(self.discriminator.parameters()))
-        self.manual_backward(fake, image_grad)  # chain rule through G
-        self._finish_d_step(d_opt, real_out, fake_out)
+        self.manual_backward(fake_in, image_grad)  # chain rule through the transforms and G
+        self._finish_d_step(d_opt, real_scores, fake_scores)
         g_opt.step()
 
     def _check_finite(self, loss: Tensor, who: str) -> None:
@@ -323,11 +439,19 @@ class GANModule(L.LightningModule):
 
     # --- evaluation: D's view of held-out real data vs samples (FID & co. are callbacks) ----------
     def _eval_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, prefix: str) -> None:
-        real, _ = batch
+        real, labels = batch
         # Own seeded noise: evaluation never consumes the training RNG, so it can't change the run.
         rng = torch.Generator(device=self.device).manual_seed(10_007 + batch_idx)
-        fake = self.sample(torch.randn(len(real), self.latent_dim, device=self.device, generator=rng))
-        real_out, fake_out = self.discriminator(real), self.discriminator(fake)
+        z = torch.randn(len(real), self.latent_dim, device=self.device, generator=rng)
+        y_fake = self.balanced_labels(len(real)) if self.num_classes else None
+        fake = self.sample(z, y_fake)
+        if self.d_path.pack > 1 and len(real) % self.d_path.pack:  # a short last batch: drop the tail
+            keep = len(real) - len(real) % self.d_path.pack
+            if keep == 0:
+                return
+            real, fake = real[:keep], fake[:keep]
+        real_out = self.d_path.run(real, labels if self.num_classes else None, rng)[0].scores
+        fake_out = self.d_path.run(fake, y_fake, rng)[0].scores
         # sync_dist: epoch-level means over every rank's batches, so all ranks log (and compare) one value
         self.log_dict(
             {
@@ -335,7 +459,7 @@ class GANModule(L.LightningModule):
                 f"{prefix}/scores/fake": fake_out.mean(),
                 f"{prefix}/loss/D": self.loss.d_loss(real_out, fake_out),
             },
-            batch_size=len(real),
+            batch_size=len(real_out),
             sync_dist=True,
         )
 

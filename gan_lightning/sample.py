@@ -51,16 +51,41 @@ def check_output_dir(out: Path, flag: str = "--out") -> None:
         ) from None
 
 
+def sample_labels(
+    module: GANModule, num_samples: int, labels: int | None, per_class: int | None
+) -> torch.Tensor | None:
+    """The labels to sample with: one class, N per class, or class-balanced (None when unconditional)."""
+    k = module.num_classes
+    if not k:
+        if labels is not None or per_class is not None:
+            raise ConfigError("--labels/--per_class need a class-conditional model; this checkpoint's is not")
+        return None
+    if labels is not None:
+        if not 0 <= labels < k:
+            raise ConfigError(f"--labels {labels} is not a class of this model (0..{k - 1})")
+        return torch.full((num_samples,), labels, dtype=torch.long)
+    if per_class is not None:
+        return torch.arange(k).repeat_interleave(per_class)
+    return torch.arange(num_samples) % k
+
+
 @torch.no_grad()
-def generate(module: GANModule, num_samples: int, seed: int = 0, batch_size: int = 500) -> torch.Tensor:
-    """``num_samples`` samples in data space, deterministic given ``seed``."""
+def generate(
+    module: GANModule,
+    num_samples: int,
+    seed: int = 0,
+    batch_size: int = 500,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``num_samples`` samples in data space, deterministic given ``seed`` (and ``labels``)."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, num_samples, batch_size):
         z = torch.randn(min(batch_size, num_samples - start), module.latent_dim, generator=g).to(
             module.device
         )
-        out.append(module.sample(z).float().cpu())
+        y = labels[start : start + len(z)].to(module.device) if labels is not None else None
+        out.append(module.sample(z, y).float().cpu())
     return torch.cat(out) if out else torch.empty(0, *module.data_shape)
 
 
@@ -72,6 +97,8 @@ def sample(
     batch_size: int = 500,
     device: str = "auto",
     nrow: int = 8,
+    labels: int | None = None,
+    per_class: int | None = None,
 ) -> Path:
     """Draw samples from a checkpoint.
 
@@ -83,6 +110,8 @@ def sample(
         batch_size: samples per forward pass.
         device: "auto" (GPU when there is one), "cpu" or "cuda".
         nrow: images per row of grid.png.
+        labels: a class-conditional model samples this class only.
+        per_class: a class-conditional model samples this many of each class (overrides num_samples).
     """
     if num_samples < 1:
         raise ConfigError(f"--num_samples must be >= 1, got {num_samples}")
@@ -91,8 +120,13 @@ def sample(
     out_dir = Path(out)
     module = load_module(ckpt_path, device)
     check_output_dir(out_dir)
-    samples = generate(module, num_samples, seed, batch_size)
+    y = sample_labels(module, num_samples, labels, per_class)
+    if per_class is not None and y is not None:
+        num_samples = len(y)
+    samples = generate(module, num_samples, seed, batch_size, y)
     atomic_write(out_dir / "samples.npy", lambda f: np.save(f, samples.numpy().astype(np.float32)))
+    if y is not None:
+        atomic_write(out_dir / "labels.npy", lambda f: np.save(f, y.numpy()))
     if samples.dim() == 4:
         save_grid(samples[:256], out_dir / "grid.png", nrow)
     else:

@@ -74,14 +74,14 @@ class Spy(GANModule):
         after = self._snap()
         return tuple(not all(torch.equal(a, b) for a, b in zip(x, y)) for x, y in zip(before, after))
 
-    def d_step(self, real, d_opt):
+    def d_step(self, real, d_opt, labels=None):
         before = self._snap()
-        super().d_step(real, d_opt)
+        super().d_step(real, d_opt, labels)
         self.changed.append(("D step", *self._diff(before)))
 
-    def g_step(self, real, g_opt):
+    def g_step(self, real, g_opt, labels=None):
         before = self._snap()
-        super().g_step(real, g_opt)
+        super().g_step(real, g_opt, labels)
         self.changed.append(("G step", *self._diff(before)))
 
 

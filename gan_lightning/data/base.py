@@ -200,6 +200,11 @@ class GANDataModule(L.LightningDataModule):
         """(C, H, W) for images, (2,) for points. Linked to the networks by the CLI."""
         raise NotImplementedError
 
+    @property
+    def num_classes(self) -> int:
+        """Classes the labels of this source range over (0: unlabeled). Linked to the model by the CLI."""
+        return 0
+
     def build(self, split: str) -> Dataset:
         """Return the dataset of ``split`` ("train", "val" or "test")."""
         raise NotImplementedError

@@ -65,6 +65,10 @@ class EmbeddedDigits(GANDataModule):
         self.val_size = val_size
 
     @property
+    def num_classes(self) -> int:
+        return 10
+
+    @property
     def data_shape(self) -> tuple[int, ...]:
         return (1, self.image_size, self.image_size)
 

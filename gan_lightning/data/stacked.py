@@ -77,6 +77,10 @@ class StackedDigits(GANDataModule):
         self.val_size = val_size
 
     @property
+    def num_classes(self) -> int:
+        return 1000  # the digit triples
+
+    @property
     def data_shape(self) -> tuple[int, ...]:
         return (3, self.image_size, self.image_size)
 
