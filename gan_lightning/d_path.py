@@ -24,23 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.tricks.pacgan import pack, packed_shape
 
-
-def pack(x: Tensor, m: int) -> Tensor:
-    """PacGAN (Lin et al. 2018): groups of ``m`` consecutive samples as one D input, along channels for
-    images ((N, C, H, W) -> (N/m, m*C, H, W)) and along features for points ((N, D) -> (N/m, m*D))."""
-    if m == 1:
-        return x
-    if len(x) % m:
-        raise ConfigError(
-            f"a batch of {len(x)} samples cannot be packed in groups of {m}; make data.init_args.batch_size "
-            f"a multiple of {m}"
-        )
-    return x.reshape(len(x) // m, m * x.shape[1], *x.shape[2:])
-
-
-def packed_shape(data_shape: Sequence[int], m: int) -> tuple[int, ...]:
-    return (data_shape[0] * m, *data_shape[1:])
+__all__ = ["DOutput", "DiscriminatorPath", "pack", "packed_shape"]
 
 
 @dataclass

@@ -10,6 +10,11 @@ should score *high*. Every family implements
 Both return a scalar mean over the batch. Below, ``r = D(x)`` and ``f = D(G(z))`` are the raw scores,
 ``E`` is the batch mean, ``sigma`` the logistic sigmoid and ``softplus(u) = log(1 + exp(u))``.
 
+The D losses of the families with targets (:class:`NonSaturating`, :class:`Minimax`, :class:`LeastSquares`)
+take the ganhacks label tricks through :class:`LabelTargets`: one-sided smoothing of the real target (fixed or
+drawn per sample) and label flipping. The G losses never see them. The families without targets (hinge,
+Wasserstein, relativistic) do not accept those arguments, so a config that sets them is refused.
+
 Where a paper's formula carries a global factor of 1/2 on the D loss (some relativistic write-ups do) we
 leave it out, so every two-sided D loss here is "real term + fake term", like :class:`NonSaturating`.
 A constant factor only rescales the gradient, i.e. the learning rate.
@@ -37,7 +42,7 @@ class GANLoss:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in vars(self).items())
+        args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if k != "generator")
         return f"{type(self).__name__}({args})"
 
 
@@ -47,24 +52,120 @@ def _require_real(loss: GANLoss, real_out: Tensor | None) -> Tensor:
     return real_out
 
 
+class LabelTargets:
+    """Per-sample targets for the D loss: one-sided label smoothing and label flipping (ganhacks).
+
+    One-sided smoothing (Salimans et al. 2016, "Improved Techniques for Training GANs", section 3.4): the
+    real target is a constant below 1 (e.g. 0.9), or ``t ~ U[lo, hi)`` drawn per sample when
+    ``real_target_range = (lo, hi)`` (e.g. (0.7, 1.2)); the fake target is never smoothed. Flipping: each
+    real sample takes the fake target with probability ``flip_prob``, and each fake sample the real target
+    (drawn the same way), independently.
+
+    A subclass provides the constant targets ``real_target`` and ``fake_target``. Random draws come from
+    ``generator``, which the GANModule sets to its checkpointed RNG (else the global torch RNG), one
+    U[0, 1) per sample, in this order: real targets of the reals (with a range), flip draws of the reals,
+    flip draws of the fakes, real targets of the fakes (with a range and flipping).
+    """
+
+    real_target: float
+    fake_target: float
+
+    def __init__(self, real_target_range: tuple[float, float] | None = None, flip_prob: float = 0.0) -> None:
+        if real_target_range is not None:
+            lo, hi = real_target_range
+            if not lo < hi:
+                raise ConfigError(f"real_target_range must be (lo, hi) with lo < hi, got {real_target_range}")
+            real_target_range = (float(lo), float(hi))
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ConfigError(f"flip_prob is a probability and must be in [0, 1], got {flip_prob}")
+        self.real_target_range = real_target_range
+        self.flip_prob = flip_prob
+        # Set by the GANModule to its checkpointed noise RNG, so random targets resume exactly.
+        self.generator: torch.Generator | None = None
+
+    @property
+    def random_targets(self) -> bool:
+        """Whether the targets are drawn (a range or flipping), rather than the two constants."""
+        return self.real_target_range is not None or self.flip_prob > 0.0
+
+    def _uniform(self, scores: Tensor) -> Tensor:
+        """One U[0, 1) per sample, shaped (batch, 1, ...) to broadcast over the scores."""
+        u = torch.rand(scores.shape[0], generator=self.generator, device=scores.device, dtype=scores.dtype)
+        return u.view((-1,) + (1,) * (scores.dim() - 1))
+
+    def _real_targets(self, scores: Tensor) -> Tensor:
+        if self.real_target_range is None:
+            return torch.full_like(scores, self.real_target)
+        lo, hi = self.real_target_range
+        return (lo + (hi - lo) * self._uniform(scores)).expand_as(scores)
+
+    def targets(self, real_out: Tensor, fake_out: Tensor) -> tuple[Tensor, Tensor]:
+        """The D-loss targets (t_real, t_fake), shaped like the scores."""
+        t_real = self._real_targets(real_out)
+        t_fake = torch.full_like(fake_out, self.fake_target)
+        if self.flip_prob > 0.0:
+            flip_real = self._uniform(real_out) < self.flip_prob
+            flip_fake = self._uniform(fake_out) < self.flip_prob
+            t_real = torch.where(flip_real, torch.full_like(real_out, self.fake_target), t_real)
+            t_fake = torch.where(flip_fake, self._real_targets(fake_out), t_fake)
+        return t_real, t_fake
+
+
 # --- the probabilistic (binary cross-entropy) family --------------------------------------------------
 
 
-class NonSaturating(GANLoss):
+class _BinaryCrossEntropy(GANLoss, LabelTargets):
+    """The D loss shared by the BCE families, with the label tricks of :class:`LabelTargets`.
+
+    D: E[BCE(D(x), t_real)] + E[BCE(D(G(z)), t_fake)], with BCE-with-logits against a target t:
+       BCE(u, t) = -[t log sigmoid(u) + (1 - t) log(1 - sigmoid(u))] = t softplus(-u) + (1 - t) softplus(u)
+    With the default targets (1, 0) this is softplus(-D(x)) + softplus(D(G(z))).
+
+    Args:
+        real_target: fixed real target; 0.9 is one-sided label smoothing (Salimans et al. 2016).
+        real_target_range: (lo, hi): one real target per sample from U[lo, hi), e.g. (0.7, 1.2).
+        flip_prob: probability that a sample's real/fake target is swapped in the D loss.
+    """
+
+    fake_target = 0.0
+
+    def __init__(
+        self,
+        real_target: float = 1.0,
+        real_target_range: tuple[float, float] | None = None,
+        flip_prob: float = 0.0,
+    ) -> None:
+        if real_target_range is not None and real_target != 1.0:
+            raise ConfigError(f"{type(self).__name__}: set real_target or real_target_range, not both")
+        super().__init__(real_target_range, flip_prob)
+        self.real_target = real_target
+
+    @staticmethod
+    def _bce(scores: Tensor, target: Tensor) -> Tensor:
+        # -[t log sigmoid(u) + (1 - t) log(1 - sigmoid(u))], with log(1 - sigmoid(u)) = -softplus(u)
+        return (target * F.softplus(-scores) + (1.0 - target) * F.softplus(scores)).mean()
+
+    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        if not self.random_targets and self.real_target == 1.0:  # today's exact formula
+            return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
+        t_real, t_fake = self.targets(real_out, fake_out)
+        return self._bce(real_out, t_real) + self._bce(fake_out, t_fake)
+
+
+class NonSaturating(_BinaryCrossEntropy):
     """Goodfellow et al. 2014, with the non-saturating generator loss (the usual "vanilla" GAN).
 
     D: -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))  = softplus(-D(x)) + softplus(D(G(z)))
     G: -log sigmoid(D(G(z)))                            = softplus(-D(G(z)))
-    """
 
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
-        return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
+    The D loss takes label smoothing and flipping (see :class:`_BinaryCrossEntropy`); G's does not.
+    """
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         return F.softplus(-fake_out).mean()
 
 
-class Minimax(GANLoss):
+class Minimax(_BinaryCrossEntropy):
     """The original saturating minimax objective (Goodfellow et al. 2014, "Generative Adversarial Nets").
 
     D: -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))  = softplus(-D(x)) + softplus(D(G(z)))
@@ -72,11 +173,9 @@ class Minimax(GANLoss):
 
     G minimizes exactly what D maximizes on fakes. Its gradient w.r.t. the fake score is
     -sigmoid(D(G(z))), which vanishes when D confidently rejects the fakes (early in training): the
-    reason :class:`NonSaturating` exists. Kept for comparison.
+    reason :class:`NonSaturating` exists. Kept for comparison. The D loss takes label smoothing and
+    flipping (see :class:`_BinaryCrossEntropy`); G's does not.
     """
-
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
-        return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         # log(1 - sigmoid(u)) = -softplus(u), computed stably
@@ -119,7 +218,7 @@ class Wasserstein(GANLoss):
         return -fake_out.mean()
 
 
-class LeastSquares(GANLoss):
+class LeastSquares(GANLoss, LabelTargets):
     """Least-squares GAN (Mao et al. 2017, "Least Squares Generative Adversarial Networks").
 
     D: 0.5 E[(D(x) - b)^2] + 0.5 E[(D(G(z)) - a)^2]
@@ -129,21 +228,48 @@ class LeastSquares(GANLoss):
     defaults (a, b, c) = (0, 1, 1) are the widely used "0-1 coding"; (a, b, c) = (-1, 1, 0) satisfies the
     paper's b - c = 1, b - a = 2, under which G minimizes the Pearson chi^2 divergence.
 
+    Label tricks (:class:`LabelTargets`) act on D's targets only: one-sided smoothing is ``b`` itself
+    (e.g. b = 0.9); ``real_target_range`` draws a per-sample real target in place of ``b``;
+    ``flip_prob`` swaps a sample's target between ``a`` and ``b``.
+
     Args:
         a: target score for fake samples in the D loss.
         b: target score for real samples in the D loss.
         c: the score G wants D to give its samples.
+        real_target_range: (lo, hi): one real target per sample from U[lo, hi), in place of ``b``.
+        flip_prob: probability that a sample's real/fake target is swapped in the D loss.
     """
 
-    def __init__(self, a: float = 0.0, b: float = 1.0, c: float = 1.0) -> None:
+    def __init__(
+        self,
+        a: float = 0.0,
+        b: float = 1.0,
+        c: float = 1.0,
+        real_target_range: tuple[float, float] | None = None,
+        flip_prob: float = 0.0,
+    ) -> None:
         if a == b:
             raise ConfigError(f"LeastSquares needs distinct real and fake targets, got a = b = {a}")
+        if real_target_range is not None and b != 1.0:
+            raise ConfigError("LeastSquares: set b or real_target_range, not both")
+        super().__init__(real_target_range, flip_prob)
         self.a = a
         self.b = b
         self.c = c
 
+    @property
+    def real_target(self) -> float:  # LabelTargets' constant real target is the paper's b
+        return self.b
+
+    @property
+    def fake_target(self) -> float:  # and its fake target is a
+        return self.a
+
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
-        return 0.5 * (real_out - self.b).pow(2).mean() + 0.5 * (fake_out - self.a).pow(2).mean()
+        if not self.random_targets:
+            return 0.5 * (real_out - self.b).pow(2).mean() + 0.5 * (fake_out - self.a).pow(2).mean()
+        t_real, t_fake = self.targets(real_out, fake_out)
+        return 0.5 * (real_out - t_real).pow(2).mean() + 0.5 * (fake_out - t_fake).pow(2).mean()
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         return 0.5 * (fake_out - self.c).pow(2).mean()

@@ -336,6 +336,8 @@ class GANModule(L.LightningModule):
             fake, y_fake = self._fakes_for_d(len(real))
             real_out, real_in, y_real = self.d_path.run(real, labels, self.rng, with_logits=True)
             fake_out, fake_in, _ = self.d_path.run(fake, y_fake, self.rng)
+            if hasattr(self.loss, "generator"):  # random label-smoothing targets and flips
+                self.loss.generator = self.rng
             loss = self.loss.d_loss(real_out.scores, fake_out.scores)
             self.log("loss/D/main", loss)
             loss = self._acgan(loss, real_out, y_real, "D")

@@ -139,3 +139,36 @@ def test_conditional_fit_on_the_unlabeled_ring_fails_in_one_line(tmp_path):
         res.returncode == 2
         and "error: model.conditional is true but the data has no class labels" in res.stderr
     )
+
+
+@pytest.mark.slow
+def test_d_side_tricks_compose_in_one_run_and_log_their_values(tmp_path):
+    tricks = ROOT / "configs/tricks"
+    cfg = [
+        *DIGITS_TINY,
+        "--config",
+        str(tricks / "adaptive_diffaugment.yaml"),
+        "--config",
+        str(tricks / "pacgan2.yaml"),
+        "--config",
+        str(tricks / "experience_replay.yaml"),
+        "--config",
+        str(tricks / "label_smoothing.yaml"),
+        "--config",
+        str(ROOT / "configs/regularizer/r1.yaml"),
+    ]
+    run_cli(
+        [
+            "fit",
+            *cfg,
+            *tiny_args(tmp_path, max_steps=5),
+            "--trainer.logger",
+            "lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.log_every_n_steps",
+            "1",
+        ]
+    )
+    metrics = (tmp_path / "lightning_logs/version_0/metrics.csv").read_text().splitlines()[0]
+    assert "augment/p" in metrics and "loss/D/r1" in metrics
