@@ -124,7 +124,9 @@ class GANCLI(LightningCLI):
         given = _flatten(self.config[sub].model.clone().as_dict())
         saved = _flatten(saved_cfg[sub].model.clone().as_dict())
         changed = sorted(
-            k for k in given.keys() | saved.keys() if k != "data_shape" and given.get(k) != saved.get(k)
+            k
+            for k in given.keys() | saved.keys()
+            if k not in ("data_shape", "num_classes") and given.get(k) != saved.get(k)  # linked from data
         )
         if changed:
             diffs = ", ".join(
