@@ -11,6 +11,7 @@ class NaNAfterCalls(NonSaturating):
     """Non-saturating loss whose D loss turns NaN after ``calls`` calls: a run that diverges."""
 
     def __init__(self, calls: int = 2) -> None:
+        super().__init__()
         self.calls = calls
         self._n = 0
 
