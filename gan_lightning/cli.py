@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 
 from gan_lightning import rundir
@@ -152,6 +153,7 @@ class GANCLI(LightningCLI):
 
     def after_fit(self) -> None:
         rank_zero_info(run_summary(self.trainer))
+        _close_process_group()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.data_shape", "model.data_shape", apply_on="instantiate")
@@ -180,8 +182,11 @@ def _claim_run_dir(trainer_cfg: Namespace) -> None:
     """Give a file logger with no fixed version a freshly claimed ``version_N`` (see :mod:`rundir`)."""
     logger = trainer_cfg.get("logger")
     root = trainer_cfg.get("default_root_dir") or os.getcwd()
+    # A SLURM job logs to version_<job id>, as Lightning's default logger does: the id survives a
+    # requeue, so the restarted job finds its own directory, and no other job shares it.
+    job = SLURMEnvironment.job_id()
     if logger is None or logger is True:  # Lightning's default: TensorBoard in default_root_dir
-        version = rundir.run_version(Path(root) / "lightning_logs")
+        version = job if job is not None else rundir.run_version(Path(root) / "lightning_logs")
         trainer_cfg.logger = Namespace(
             class_path=_FILE_LOGGERS[0], init_args=Namespace(save_dir=root, version=version)
         )
@@ -189,8 +194,23 @@ def _claim_run_dir(trainer_cfg: Namespace) -> None:
     first = logger[0] if isinstance(logger, list) and logger else logger
     if isinstance(first, Namespace) and first.get("class_path") in _FILE_LOGGERS:
         args = first.init_args
-        if args.get("version") is None:
+        if args.get("version") is None and job is not None:
+            args.version = job
+        elif args.get("version") is None:
             args.version = rundir.run_version(Path(args.get("save_dir") or root) / (args.get("name") or ""))
+
+
+def _close_process_group() -> None:
+    """Every rank meets, then the process group closes, before the interpreter exits.
+
+    Lightning only destroys it in an ``atexit`` hook, when a rank that finished first may already have
+    torn its gloo pairs down: about one two-process CPU run in ten then aborted at exit with
+    "terminate called without an active exception" (SIGABRT, exit -6) after a complete run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def run_summary(trainer: L.Trainer) -> str:

@@ -250,6 +250,32 @@ def test_two_concurrent_fits_on_one_root_get_their_own_directories(tmp_path):
     assert seen == {3, 4}
 
 
+@pytest.mark.parametrize("logger", [None, "tensorboard"])
+def test_a_slurm_job_logs_to_its_job_id_and_claims_nothing(tmp_path, monkeypatch, logger):
+    """A requeued job must find its own directory again: version_<job id>, as Lightning's default."""
+    from jsonargparse import Namespace
+
+    from gan_lightning import rundir
+    from gan_lightning.cli import _claim_run_dir
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4321")
+    monkeypatch.setenv("SLURM_JOB_NAME", "gan")
+    cfg = Namespace(default_root_dir=str(tmp_path), logger=None)
+    if logger:
+        cfg.logger = Namespace(
+            class_path="lightning.pytorch.loggers.TensorBoardLogger",
+            init_args=Namespace(save_dir=str(tmp_path), name="", version=None),
+        )
+    _claim_run_dir(cfg)
+    assert cfg.logger.init_args.version == 4321
+    assert not (tmp_path / "lightning_logs").exists()  # nothing claimed, nothing to release
+    monkeypatch.setenv("SLURM_JOB_NAME", "bash")  # interactive: a fresh claimed version, as Lightning
+    cfg = Namespace(default_root_dir=str(tmp_path), logger=None)
+    _claim_run_dir(cfg)
+    assert cfg.logger.init_args.version == 0 and (tmp_path / "lightning_logs/version_0").is_dir()
+    rundir.reset()
+
+
 # --- 5. image modes -----------------------------------------------------------------------------------
 def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
     a16 = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)
