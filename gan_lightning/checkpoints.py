@@ -11,6 +11,9 @@
   Lightning's ``TorchCheckpointIO`` writes the temporary file in ``$TMPDIR`` and moves it, which across
   filesystems (a run on NFS/Lustre, ``$TMPDIR`` on local disk) is a copy into the final name: a kill or a
   full disk then leaves a partial ``last.ckpt``.
+* **Older checkpoints** (:func:`migrate_state_dict`): a checkpoint written before the networks gained
+  their heads and label inputs (format 1, no ``gan_lightning_format`` key) has the same tensors in the
+  same order under other names; they are renamed by position, never guessed by shape alone.
 * **Warm starts** (:func:`warm_start`): a new run with a new config whose networks start from a
   checkpoint's weights (``fit --init_from CKPT``), e.g. after a divergence, with lower learning rates.
 """
@@ -38,6 +41,10 @@ if SAFE_GLOBALS:
     torch.serialization.add_safe_globals(SAFE_GLOBALS)
 
 _NETWORK_PREFIXES = ("generator.", "discriminator.", "generator_ema.")
+# 1: up to the first landed release (D's last linear inside ``body``, no ``fixed_labels``);
+# 2: networks with heads (``D.head``) and label inputs. Written into every checkpoint by GANModule.
+CHECKPOINT_FORMAT = 2
+_NETWORKS = ("generator.", "discriminator.", "generator_ema.module.")
 
 
 class CheckpointError(GanLightningError):
@@ -121,14 +128,46 @@ def clean_checkpoint_dir(folder: str | Path | None) -> None:
         remove_stale_temporaries(folder)
 
 
+def migrate_state_dict(checkpoint: dict[str, Any], own: dict[str, torch.Tensor]) -> list[str]:
+    """Bring a format-1 checkpoint's ``state_dict`` to this version's names, in place; returns the
+    networks renamed. ``own``: the state dict of the module it is loaded into.
+
+    Format 1 differs only in names (e.g. DCGAN D's final linear was ``body.6``, now ``head.linear``): per
+    network, when the key sets differ but the tensors' shapes agree one for one in order, the keys are
+    renamed by position. Buffers format 1 lacked (``fixed_labels``) keep the module's own values. Anything
+    else is left for the strict load to report.
+    """
+    if checkpoint.get("gan_lightning_format", 1) >= 2:
+        return []
+    state = checkpoint["state_dict"]
+    renamed = []
+    for prefix in _NETWORKS:
+        old = [k for k in state if k.startswith(prefix)]
+        new = [k for k in own if k.startswith(prefix)]
+        if set(old) == set(new) or len(old) != len(new):
+            continue
+        if any(state[a].shape != own[b].shape for a, b in zip(old, new)):
+            continue
+        moved = {b: state.pop(a) for a, b in zip(old, new)}
+        state.update(moved)
+        renamed.append(prefix.rstrip("."))
+    for key, value in own.items():
+        if key not in state and not key.startswith(_NETWORK_PREFIXES):
+            state[key] = value.clone()
+    checkpoint["gan_lightning_format"] = CHECKPOINT_FORMAT
+    return renamed
+
+
 def warm_start(module: nn.Module, path: str | Path) -> list[str]:
     """Copy the network weights (G, D and the EMA of G) of the checkpoint at ``path`` into ``module``.
 
     Optimizer states, step counters and RNG states are not copied: this is a new run, with its own config
     (e.g. lower learning rates), that starts from those weights. Returns the networks loaded.
     """
-    state = read_checkpoint(path)["state_dict"]
+    checkpoint = read_checkpoint(path)
     own = module.state_dict()
+    migrate_state_dict(checkpoint, own)
+    state = checkpoint["state_dict"]
     wanted = {k for k in own if k.startswith(_NETWORK_PREFIXES)}
     source = {k: v for k, v in state.items() if k.startswith(_NETWORK_PREFIXES)}
     if not any(k.startswith("generator_ema.") for k in source):  # no EMA there: the new EMA starts at its G

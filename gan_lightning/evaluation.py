@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -27,7 +28,16 @@ from torch import Tensor
 from gan_lightning.errors import ConfigError
 from gan_lightning.metrics.cache import cache_key, real_features, subset_indices
 from gan_lightning.metrics.features import FeatureExtractor
-from gan_lightning.metrics.scores import METRICS, FeatureScores
+from gan_lightning.metrics.scores import (
+    DC_K,
+    IS_SPLITS,
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    LOGIT_METRICS,
+    METRICS,
+    PR_K,
+    FeatureScores,
+)
 from gan_lightning.metrics.toy2d import mode_coverage
 
 
@@ -38,18 +48,25 @@ class GANMetrics(L.Callback):
         extractor: the feature network for image data: ``gan_lightning.metrics.InceptionV3`` (standard
             FID/IS/KID) or ``gan_lightning.metrics.DigitFeatures`` (offline, digits only). ``None``:
             no image metrics. 2D mixtures need none: they get modes / high-quality % / reverse KL.
-        metrics: which of "fid", "kid", "is", "modes", "precision_recall" to compute for images
-            (``None``: the first four).
+        metrics: which of "fid", "kid", "is", "modes", "precision_recall", "density_coverage" to compute
+            for images (``None``: the first four; "is" and "modes" are left out, with a warning, for an
+            extractor without a classifier layer, and refused when named).
         num_fake: generated samples per evaluation (FID is biased upward at small counts: compare only
-            runs evaluated with the same count).
+            runs evaluated with the same count). The counts are logged with the metrics
+            (``<prefix>num_fake``, ``<prefix>num_real``).
         num_real: real images for the reference statistics (``None``: the whole split).
         real_split: the split the reference statistics come from.
         batch_size: images per generator / extractor forward pass.
-        kid_subsets, kid_subset_size, is_splits: as in torchmetrics; pr_k: the k of precision/recall.
+        kid_subsets, kid_subset_size, is_splits: as in torchmetrics; pr_k: the k of precision/recall;
+            dc_k: the k of density/coverage.
         use_cache: keep the real features on disk (see ``gan_lightning.metrics.cache``).
         seed: seed of the evaluation latents and of KID/IS's subset draws (fixed: every evaluation of a
             run sees the same latents, so successive scores differ only through G).
         num_points: samples for the 2D mode coverage (2,500 in the PacGAN/VEEGAN protocol).
+        only_last: during fit, evaluate only at ``trainer.max_steps`` (for an expensive extractor:
+            ``configs/metrics/inception_at_end.yaml``); ``validate``, ``test`` and ``evaluate`` always do.
+        extra: more evaluations, each with its own extractor, counts and schedule, logged beside this
+            one (their key prefixes must differ), e.g. Inception at the end beside the digit classifier.
     """
 
     def __init__(
@@ -60,18 +77,23 @@ class GANMetrics(L.Callback):
         num_real: int | None = None,
         real_split: Literal["train", "val", "test"] = "train",
         batch_size: int = 250,
-        kid_subsets: int = 100,
-        kid_subset_size: int = 1000,
-        is_splits: int = 10,
-        pr_k: int = 3,
+        kid_subsets: int = KID_SUBSETS,
+        kid_subset_size: int = KID_SUBSET_SIZE,
+        is_splits: int = IS_SPLITS,
+        pr_k: int = PR_K,
+        dc_k: int = DC_K,
         use_cache: bool = True,
         seed: int = 0,
         num_points: int = 2500,
+        only_last: bool = False,
+        extra: list[GANMetrics] | None = None,
     ) -> None:
         if num_fake < 2:
             raise ConfigError(f"metrics.num_fake must be >= 2, got {num_fake}")
         self.extractor = extractor
         self.metrics = list(METRICS if metrics is None else metrics)
+        if extractor is not None and not extractor.has_classifier:
+            self.metrics = self._without_logit_metrics(extractor, self.metrics, explicit=metrics is not None)
         self.num_fake = num_fake
         self.num_real = num_real
         self.real_split = real_split
@@ -81,13 +103,40 @@ class GANMetrics(L.Callback):
             "kid_subset_size": kid_subset_size,
             "is_splits": is_splits,
             "pr_k": pr_k,
+            "dc_k": dc_k,
         }
         FeatureScores(1, 1, self.metrics)  # validate the names now, not at the first validation
         self.use_cache = use_cache
         self.seed = seed
         self.num_points = num_points
+        self.only_last = only_last
+        self.extra = list(extra or [])
+        prefixes = [m.extractor.key_prefix for m in (self, *self.extra) if m.extractor is not None]
+        if len(set(prefixes)) < len(prefixes):
+            raise ConfigError(
+                f"metrics.extra repeats a metric key prefix ({prefixes}): each extractor (and each "
+                "Inception resize) may appear once"
+            )
         self.scores: FeatureScores | None = None
+        self.num_real_used: int | None = None
         self.last_seconds = 0.0  # of the latest evaluation
+
+    @staticmethod
+    def _without_logit_metrics(extractor: FeatureExtractor, metrics: list[str], explicit: bool) -> list[str]:
+        """IS and class counts need real logits: refused when asked for by name, else left out, saying so."""
+        wanted = [m for m in metrics if m in LOGIT_METRICS]
+        if not wanted:
+            return metrics
+        names = " and ".join(repr(m) for m in wanted)
+        message = (
+            f"metric{'s' if len(wanted) > 1 else ''} {names} need{'' if len(wanted) > 1 else 's'} the "
+            f"extractor's classifier layer, which {extractor.name} has not "
+            f"({getattr(extractor, 'classifier_hint', 'its logits are not class scores')})"
+        )
+        if explicit:
+            raise ConfigError(f"{message}; or drop {wanted} from metrics.metrics")
+        warnings.warn(f"not computed: {message}; FID, KID and the other metrics are", stacklevel=3)
+        return [m for m in metrics if m not in LOGIT_METRICS]
 
     @property
     def fid_key(self) -> str | None:
@@ -100,8 +149,9 @@ class GANMetrics(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # An extractor that can't read these images (e.g. 1-channel digits on RGB data) fails now, not
         # at the first evaluation hours into the run.
-        if self.extractor is not None and len(pl_module.data_shape) == 3:
-            self.extractor(torch.zeros(2, *pl_module.data_shape))
+        for m in (self, *self.extra):
+            if m.extractor is not None and len(pl_module.data_shape) == 3:
+                m.extractor(torch.zeros(2, *pl_module.data_shape))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -112,8 +162,11 @@ class GANMetrics(L.Callback):
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         gather = pl_module.all_gather if trainer.world_size > 1 else None
+        # during fit, the last evaluation is the one at max_steps; validate/test are always "final"
+        fitting = trainer.state.fn == "fit" and trainer.max_steps > 0
+        final = not fitting or trainer.global_step >= trainer.max_steps
         results = self.evaluate(
-            pl_module, trainer.datamodule, trainer.global_rank, trainer.world_size, gather
+            pl_module, trainer.datamodule, trainer.global_rank, trainer.world_size, gather, final
         )
         for name, value in results.items():
             # already synced: every rank logs the same value, so no further reduction
@@ -128,15 +181,21 @@ class GANMetrics(L.Callback):
         rank: int = 0,
         world_size: int = 1,
         all_gather: Callable[[Tensor], Tensor] | None = None,
+        final: bool = True,
     ) -> dict[str, float]:
-        """The metrics of ``module``'s sampling generator, keys prefixed by the extractor's prefix."""
+        """The metrics of ``module``'s sampling generator, keys prefixed by the extractor's prefix, then
+        those of each ``extra`` evaluation; ``final``: this is the last evaluation of the run (or one
+        outside training), the only one ``only_last`` evaluations run at."""
         t0 = time.perf_counter()
-        if len(module.data_shape) == 1:
+        results: dict[str, float] = {}
+        if self.only_last and not final:
+            pass
+        elif len(module.data_shape) == 1:
             results = self._toy2d(module, datamodule)
-        elif self.extractor is None:
-            return {}
-        else:
+        elif self.extractor is not None:
             results = self._images(module, datamodule, rank, world_size, all_gather)
+        for m in self.extra:
+            results.update(m.evaluate(module, datamodule, rank, world_size, all_gather, final))
         self.last_seconds = time.perf_counter() - t0
         return results
 
@@ -175,6 +234,7 @@ class GANMetrics(L.Callback):
             )  # fmt: skip
             scores.update_real(feats[rank::world_size])  # a shard each: the synced sums are exact
             self.scores = scores
+            self.num_real_used = len(feats)
         scores = self.scores
         scores.reset_fake()
         g = torch.Generator().manual_seed(self.seed)
@@ -182,6 +242,8 @@ class GANMetrics(L.Callback):
         for z in z_all[rank::world_size].split(self.batch_size):
             scores.update_fake(*extractor(module.sample(z.to(module.device)).float()))
         results = scores.compute(self.seed)
+        # FID and KID are biased by the sample counts: they travel with every result
+        results.update(num_fake=float(self.num_fake), num_real=float(self.num_real_used))
         return {f"{extractor.key_prefix}{k}": v for k, v in results.items()}
 
 

@@ -21,6 +21,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from gan_lightning.checkpoints import CHECKPOINT_FORMAT, migrate_state_dict
 from gan_lightning.d_path import DiscriminatorPath, DOutput, packed_shape
 from gan_lightning.errors import ConfigError, TrainingDivergedError
 from gan_lightning.losses import GANLoss, NonSaturating
@@ -473,9 +474,11 @@ class GANModule(L.LightningModule):
 
     # --- checkpoint extras ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gan_lightning_format"] = CHECKPOINT_FORMAT
         if self._noise_rng is not None:
             checkpoint["noise_rng_state"] = self._noise_rng.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        migrate_state_dict(checkpoint, self.state_dict())  # an older release's checkpoint: names only
         self._noise_rng_state = checkpoint.get("noise_rng_state")
         self._noise_rng = None

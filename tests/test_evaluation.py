@@ -139,6 +139,7 @@ def test_second_evaluation_and_a_new_run_read_real_features_from_the_cache(
     assert second.extractor.calls == fake_batches  # the cache hit: no real image went through
     assert b == pytest.approx(a)
     assert len(list((tmp_path / "cache/real_features").iterdir())) == 1
+    assert (a["rand_num_fake"], a["rand_num_real"]) == (200, 1000)  # FID's sample counts travel with it
 
 
 def test_cache_key_names_dataset_split_size_count_extractor_and_content():
@@ -177,13 +178,14 @@ def test_inception_input_is_the_uint8_image_of_the_samples(random_inception_weig
     net = InceptionV3(weights_path=str(random_inception_weights))
     seen = {}
 
-    def spy(x):
-        seen["x"] = x
-        return torch.zeros(len(x), 2048), torch.zeros(len(x), 1008)
+    def spy(x, resize):
+        seen["x"], seen["resize"] = x, resize
+        return torch.zeros(len(x), 3, 299, 299)
 
-    monkeypatch.setattr(net.net, "_torch_fidelity_forward", spy)
+    monkeypatch.setattr(inception_mod, "resize_299", spy)
     images = torch.tensor([-1.0, -0.5, 0.0, 1.0, 1.5]).view(1, 1, 1, 5)
-    net(images)
+    features, _ = net(images)
+    assert features.shape == (1, 2048) and seen["resize"] == "tf1"
     assert seen["x"].dtype == torch.uint8 and seen["x"].shape == (1, 3, 1, 5)
     assert seen["x"][0, :, 0].tolist() == [[0, 64, 128, 255, 255]] * 3  # (x+1)*127.5, rounded, clamped
     assert torch.equal(seen["x"][:, :1], to_uint8(images))
@@ -196,10 +198,12 @@ def test_missing_inception_weights_offline_say_which_file_goes_where(monkeypatch
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(inception_mod, "package_file", lambda: None)  # nor the [fid] package
     with pytest.raises(ConfigError) as err:
         InceptionV3()
     message = str(err.value)
     assert inception_mod.WEIGHTS_URL in message
+    assert "python -m gan_lightning.metrics.inception install" in message
     assert str(tmp_path / "hub/checkpoints/weights-inception-2015-12-05-6726825d.pth") in message
     assert "weights_path" in message
     with pytest.raises(ConfigError, match="/nonexistent/w.pth does not exist"):
@@ -279,6 +283,32 @@ def test_metrics_are_logged_at_each_validation_and_the_best_fid_checkpoint_is_ke
     state = torch.load(best[0], weights_only=False)
     callback_state = next(v for k, v in state["callbacks"].items() if "val/rand_fid" in k)
     assert callback_state["best_model_score"].item() == pytest.approx(float(rows[best_idx]["val/rand_fid"]))
+
+
+class OtherRandomFeatures(RandomFeatures):
+    name = "random-features-other"
+    key_prefix = "other_"
+
+
+def test_an_extra_extractor_with_only_last_is_logged_once_at_the_end_beside_the_main_one(tmp_path):
+    extra = (
+        '[{"class_path": "gan_lightning.evaluation.GANMetrics", "init_args": {"extractor": '
+        '{"class_path": "test_evaluation.OtherRandomFeatures"}, "num_fake": 100, "num_real": 300, '
+        '"kid_subset_size": 50, "only_last": true}}]'
+    )
+    log_dir = _fit(tmp_path, [*METRIC_ARGS, "--metrics.extra", extra])
+    rows = _val_rows(log_dir)
+    assert [bool(r.get("val/other_fid")) for r in rows] == [False, False, True]  # G steps 2, 4, 6
+    last = rows[-1]
+    assert float(last["val/other_num_fake"]) == 100 and float(last["val/other_num_real"]) == 300
+    assert float(last["val/rand_num_fake"]) == 200 and float(last["val/rand_num_real"]) == 500
+    assert float(last["val/other_fid"]) != pytest.approx(float(last["val/rand_fid"]))
+    assert [p.name for p in (log_dir / "checkpoints").glob("best-*.ckpt")]  # still follows val/rand_fid
+
+
+def test_extra_evaluations_must_not_share_a_key_prefix():
+    with pytest.raises(ConfigError, match="repeats a metric key prefix"):
+        GANMetrics(RandomFeatures(), extra=[GANMetrics(RandomFeatures(seed=1))])
 
 
 def test_metrics_do_not_change_the_training_run(tmp_path):

@@ -443,6 +443,30 @@ def test_init_from_starts_a_new_run_from_the_checkpoints_weights_with_a_new_conf
     assert new["optimizer_states"][1]["param_groups"][0]["lr"] == 1e-5
 
 
+def test_a_first_release_checkpoint_resumes_bitwise_like_its_current_twin(trained, tmp_path):
+    """Format 1 (the first landed release): DCGAN D's final linear was ``body.6`` and there were no
+    ``fixed_labels``. Renamed back by position, it resumes into exactly the run the same checkpoint in
+    today's format resumes into."""
+    ckpt = read_checkpoint(trained / "checkpoints/last.ckpt")
+    state = ckpt["state_dict"]
+    # body: conv, lrelu, conv, bn, lrelu, then (format 1) Flatten 5 and Linear 6
+    assert max(int(k.split(".")[2]) for k in state if k.startswith("discriminator.body.")) == 3
+    for leaf in ("weight", "bias"):
+        state[f"discriminator.body.6.{leaf}"] = state.pop(f"discriminator.head.linear.{leaf}")
+    del state["fixed_labels"], ckpt["gan_lightning_format"]
+    old = tmp_path / "format1.ckpt"
+    torch.save(ckpt, old)
+    ends = []
+    for name, source in (("now", trained / "checkpoints/last.ckpt"), ("old", old)):
+        run_cli(["fit", *DIGITS_TINY, *tiny_args(tmp_path / name, max_steps=5), "--ckpt_path", str(source)])
+        ends.append(read_checkpoint(tmp_path / name / "lightning_logs/version_0/checkpoints/last.ckpt"))
+    assert ends[1]["global_step"] == 5 and ends[1]["gan_lightning_format"] == 2
+    assert ends[0]["state_dict"].keys() == ends[1]["state_dict"].keys()
+    assert all(torch.equal(v, ends[1]["state_dict"][k]) for k, v in ends[0]["state_dict"].items())
+    res = run_cli_subprocess(["sample", "--ckpt_path", str(old), "--out", str(tmp_path / "s")])
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 # --- 10. a log users can trust ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_resume_prints_no_false_dataloader_warning_and_fit_ends_with_a_summary_line(trained, tmp_path):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from gan_lightning.io import atomic_write
 
 
 def cache_dir() -> Path:
@@ -23,22 +24,17 @@ def cache_dir() -> Path:
 
 
 def atomic_save(record: dict, path: Path) -> None:
-    """torch.save through a tmp file and a rename: a reader (or another rank writing the same file at
-    once) never sees a half-written file, and a crash leaves no partial cache behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(record, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through :func:`gan_lightning.io.atomic_write` (same-directory temporary file, fsync,
+    rename): a reader (or another rank writing the same file at once) never sees a half-written file,
+    and a crash leaves no partial cache behind."""
+    atomic_write(path, lambda f: torch.save(record, f))
 
 
 class FeatureExtractor(nn.Module):
     """Base class: subclasses set ``name``, ``num_features``, ``num_classes`` and ``key_prefix`` and
-    implement :meth:`extract`.
+    implement :meth:`extract`. ``has_classifier`` is False when the logits are not real class scores
+    (InceptionV3 with weights converted from a file that has no classifier layer): then the metrics
+    built on logits (IS, class counts) are refused, never computed.
 
     ``key_prefix`` keeps metrics from different extractors apart in the logs: the Inception metrics are
     ``val/fid``, ``val/is``, ...; the digit classifier's are ``val/digit_fid``, ``val/digit_modes``, ...
@@ -48,6 +44,7 @@ class FeatureExtractor(nn.Module):
     num_features: int = 0
     num_classes: int = 0
     key_prefix: str = ""
+    has_classifier: bool = True
 
     def train(self, mode: bool = True) -> FeatureExtractor:
         return super().train(False)  # never leaves eval mode (BatchNorm statistics stay frozen)

@@ -1,9 +1,16 @@
-"""Improved precision and recall (Kynkäänniemi et al. 2019), written here because torchmetrics has none.
+"""Improved precision and recall (Kynkäänniemi et al. 2019) and density and coverage (Naeem et al.
+2020), written here because torchmetrics has none.
 
 Each set's manifold is the union of balls around its points, each ball reaching the point's k-th
 nearest neighbour in the same set. *Precision*: the fraction of fake samples inside the real manifold
 (how many samples look real). *Recall*: the fraction of real samples inside the fake manifold (how much
 of the data the generator covers). The paper uses k = 3.
+
+Density and coverage use the real balls only (real outliers inflate a fake manifold's balls, which is
+what makes recall unreliable): *density* = (1 / kM) sum over fake samples of the number of real balls
+each one is in (about 1 for samples distributed like the data; above 1 where samples crowd the dense
+regions); *coverage* = the fraction of real balls holding at least one fake sample. As in the authors'
+``prdc`` code, "in" is a strict ``<`` and the paper's k is 5.
 """
 
 from __future__ import annotations
@@ -34,4 +41,19 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> dict[str, float]
     return {
         "precision": inside_fraction(fake, real, knn_radii(real, k)),
         "recall": inside_fraction(real, fake, knn_radii(fake, k)),
+    }
+
+
+def density_coverage(real: Tensor, fake: Tensor, k: int = 5, chunk: int = 1024) -> dict[str, float]:
+    real, fake = real.double(), fake.double()
+    radii = knn_radii(real, k, chunk)
+    in_balls = torch.zeros(len(real), dtype=torch.long)  # fake samples in each real ball
+    total = 0  # (fake, real ball) pairs
+    for rows in fake.split(chunk):
+        inside = torch.cdist(rows, real) < radii  # (chunk, N_real)
+        total += int(inside.sum())
+        in_balls += inside.sum(0).cpu()
+    return {
+        "density": total / (k * len(fake)),
+        "coverage": (in_balls > 0).double().mean().item(),
     }

