@@ -91,7 +91,7 @@ class SampleGrid(L.Callback):
             )
         else:
             g = torch.Generator(device=pl_module.device).manual_seed(0)
-            z = torch.randn(self.num_points, pl_module.latent_dim, device=pl_module.device, generator=g)
+            z = pl_module.draw_latents(self.num_points, g)
             means = getattr(trainer.datamodule, "means", None)
             path = save_scatter(pl_module.sample(z).cpu(), out, means)
         for logger in trainer.loggers:

@@ -29,6 +29,7 @@ from gan_lightning.checkpoints import clean_checkpoint_dir, read_checkpoint, war
 from gan_lightning.data.base import GANDataModule
 from gan_lightning.errors import ConfigError, GanLightningError
 from gan_lightning.evaluation import BestCheckpoint, GANMetrics
+from gan_lightning.health import HealthMonitor
 from gan_lightning.io import atomic_write_text
 from gan_lightning.module import GANModule
 
@@ -168,6 +169,7 @@ class GANCLI(LightningCLI):
         parser.add_lightning_class_args(GStepCheckpoint, "checkpoint")
         parser.add_lightning_class_args(GANMetrics, "metrics")
         parser.add_lightning_class_args(BestCheckpoint, "best")
+        parser.add_lightning_class_args(HealthMonitor, "health")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,

@@ -18,3 +18,7 @@ class DataError(GanLightningError):
 
 class TrainingDivergedError(GanLightningError):
     """A loss became NaN or infinite."""
+
+
+class TrainingUnhealthyError(GanLightningError):
+    """A training-health check set to stop the run fired (see :mod:`gan_lightning.health`)."""

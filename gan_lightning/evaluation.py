@@ -39,6 +39,7 @@ from gan_lightning.metrics.scores import (
     FeatureScores,
 )
 from gan_lightning.metrics.toy2d import mode_coverage
+from gan_lightning.nets.g_layers import warn_if_random_at_sampling
 
 
 class GANMetrics(L.Callback):
@@ -203,7 +204,8 @@ class GANMetrics(L.Callback):
         if not hasattr(datamodule, "means"):
             return {}
         g = torch.Generator().manual_seed(self.seed)
-        z = torch.randn(self.num_points, module.latent_dim, generator=g).to(module.device)
+        z = module.draw_latents(self.num_points, g).to(module.device)
+        warn_if_random_at_sampling(module.sampling_generator)
         # every rank draws the same samples: identical results, no collective needed
         out = mode_coverage(module.sample(z), datamodule.means, datamodule.std)
         return {k: float(v) for k, v in out.items()}
@@ -238,7 +240,8 @@ class GANMetrics(L.Callback):
         scores = self.scores
         scores.reset_fake()
         g = torch.Generator().manual_seed(self.seed)
-        z_all = torch.randn(self.num_fake, module.latent_dim, generator=g)
+        z_all = module.draw_latents(self.num_fake, g)  # the prior's, truncated if it says so
+        warn_if_random_at_sampling(module.sampling_generator)
         for z in z_all[rank::world_size].split(self.batch_size):
             scores.update_fake(*extractor(module.sample(z.to(module.device)).float()))
         results = scores.compute(self.seed)

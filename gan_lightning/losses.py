@@ -34,6 +34,10 @@ class GANLoss:
 
     #: whether ``g_loss`` reads ``real_out`` (the relativistic families); saves a D pass otherwise
     g_loss_uses_real: bool = False
+    #: the raw score above which D calls a sample real (read by the health monitor for D's accuracy):
+    #: 0 for logits (sigma(0) = 1/2) and hinge margins; ``None`` where D has no fixed threshold and only
+    #: compares scores (a Wasserstein critic, the relativistic families)
+    decision_threshold: float | None = 0.0
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         raise NotImplementedError
@@ -211,6 +215,8 @@ class Wasserstein(GANLoss):
     ``GradientPenalty(weight=10, target=1)`` and Adam (WGAN-GP, Gulrajani et al. 2017).
     """
 
+    decision_threshold = None  # a critic's scores only mean something relative to each other
+
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return fake_out.mean() - real_out.mean()
 
@@ -265,6 +271,10 @@ class LeastSquares(GANLoss, LabelTargets):
     def fake_target(self) -> float:  # and its fake target is a
         return self.a
 
+    @property
+    def decision_threshold(self) -> float:  # the midpoint of the two targets
+        return 0.5 * (self.a + self.b)
+
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         if not self.random_targets:
             return 0.5 * (real_out - self.b).pow(2).mean() + 0.5 * (fake_out - self.a).pow(2).mean()
@@ -298,6 +308,7 @@ class RSGAN(GANLoss):
     """
 
     g_loss_uses_real = True
+    decision_threshold = None  # relative: D judges D(x) against D(G(z))
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return F.softplus(-(real_out - fake_out)).mean()
@@ -318,6 +329,7 @@ class RaGAN(GANLoss):
     """
 
     g_loss_uses_real = True
+    decision_threshold = None  # relative: D judges D(x) against D(G(z))
 
     @staticmethod
     def _loss(hi: Tensor, lo: Tensor) -> Tensor:
@@ -341,6 +353,7 @@ class RaLSGAN(GANLoss):
     """
 
     g_loss_uses_real = True
+    decision_threshold = None  # relative: D judges D(x) against D(G(z))
 
     @staticmethod
     def _loss(hi: Tensor, lo: Tensor) -> Tensor:
@@ -363,6 +376,7 @@ class RaHinge(GANLoss):
     """
 
     g_loss_uses_real = True
+    decision_threshold = None  # relative: D judges D(x) against D(G(z))
 
     @staticmethod
     def _loss(hi: Tensor, lo: Tensor) -> Tensor:

@@ -18,15 +18,19 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.strategies import Strategy
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gan_lightning.checkpoints import CHECKPOINT_FORMAT, migrate_state_dict
 from gan_lightning.d_path import DiscriminatorPath, DOutput, packed_shape
 from gan_lightning.errors import ConfigError, TrainingDivergedError
+from gan_lightning.latents import LatentPrior, Normal
 from gan_lightning.losses import GANLoss, NonSaturating
+from gan_lightning.nets.g_layers import GLayer, set_generator_step
 from gan_lightning.regularizers import Regularizer
 from gan_lightning.schedules import DSteps, FixedDSteps
+from gan_lightning.tricks.g_objectives import FeatureMatching, HistoricalAveraging, UnrolledD
 
 NetworkFactory = Callable[[tuple[int, ...], int], nn.Module]  # (data_shape, num_classes); 0 = unconditional
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
@@ -57,18 +61,14 @@ def ema_with_warmup(decay: float) -> Callable:
     return update
 
 
-def _step_without_counting(opt: LightningOptimizer) -> None:
+def _step_without_counting(strategy: Strategy, opt: LightningOptimizer) -> None:
     """``opt.step()`` without advancing ``trainer.global_step``, so that it counts G steps only.
 
-    Lightning's manual loop counts steps through these two per-optimizer hooks; the precision plugin
-    (AMP scaler) and strategy still run as usual inside ``step``.
+    ``LightningOptimizer.step`` counts a step around the strategy's ``optimizer_step``; calling that public
+    ``Strategy.optimizer_step`` directly runs the same precision plugin (the AMP scaler's unscale, inf
+    check and step), the ``on_before_optimizer_step`` hooks and the strategy, without the count.
     """
-    hooks = opt._on_before_step, opt._on_after_step
-    opt._on_before_step = opt._on_after_step = lambda: None
-    try:
-        opt.step()
-    finally:
-        opt._on_before_step, opt._on_after_step = hooks
+    strategy.optimizer_step(opt.optimizer, closure=lambda: None)
 
 
 class GANModule(L.LightningModule):
@@ -103,12 +103,16 @@ class GANModule(L.LightningModule):
             (see :func:`ema_with_warmup`); ``False`` gives swa_utils' fixed-decay EMA.
         num_fixed_samples: size of the fixed noise batch used for sample grids (with fixed labels, one
             grid row of 8 per class, when conditional).
+        latent: the latent prior and its sampling-time truncation (:mod:`gan_lightning.latents`;
+            default ``Normal()``, N(0, I)). Every latent is drawn through :meth:`draw_latents`.
         conditional: class-conditional G and D (labels from the data; the networks' ``conditioning``
             picks how: cBN or concat in G, projection, ACGAN or input channels in D).
         acgan_weight: weight of ACGAN's classification losses (when D's head is ``acgan``).
         d_transforms: D-input transforms applied to every D input (DiffAugment, instance noise, ...).
         pack: PacGAN's m: D sees m samples packed together (1: off).
         replay: experience replay of past fakes for D (``gan_lightning.tricks.ExperienceReplay``).
+        feature_matching, historical_averaging, unrolled: G-side objectives
+            (:mod:`gan_lightning.tricks.g_objectives`); ``None``: off.
         data_shape: shape of one sample; linked from the data module by the CLI.
         num_classes: classes of the data's labels; linked from the data module by the CLI.
     """
@@ -129,11 +133,15 @@ class GANModule(L.LightningModule):
         ema_decay: float | None = 0.999,
         ema_warmup: bool = True,
         num_fixed_samples: int = 64,
+        latent: LatentPrior | None = None,
         conditional: bool = False,
         acgan_weight: float = 1.0,
         d_transforms: list[nn.Module] | None = None,
         pack: int = 1,
         replay: nn.Module | None = None,
+        feature_matching: FeatureMatching | None = None,
+        historical_averaging: HistoricalAveraging | None = None,
+        unrolled: UnrolledD | None = None,
         data_shape: tuple[int, ...] = (1, 32, 32),
         num_classes: int = 0,
     ) -> None:
@@ -151,6 +159,20 @@ class GANModule(L.LightningModule):
         self.discriminator = discriminator(packed_shape(self.data_shape, pack), self.num_classes)
         self.d_transforms = nn.ModuleList(d_transforms or [])
         self.replay = replay
+        self.feature_matching, self.historical_averaging, self.unrolled = (
+            feature_matching,
+            historical_averaging,
+            unrolled,
+        )
+        if feature_matching is not None:
+            feature_matching.check(self.discriminator)
+        if historical_averaging is not None:
+            historical_averaging.attach(self.generator, self.discriminator)
+        if unrolled is not None and order not in ("d_first", "g_first"):
+            raise ConfigError(
+                f"the unrolled G loss needs a G step of its own: set model.order d_first or g_first "
+                f"(got {order!r})"
+            )
         self.acgan_weight = acgan_weight
         self.d_path = DiscriminatorPath(self.discriminator, self.d_transforms, pack, self.num_classes)
         self.latent_dim: int = getattr(self.generator, "latent_dim", 0)
@@ -180,12 +202,15 @@ class GANModule(L.LightningModule):
             avg_fn = ema_with_warmup(ema_decay) if ema_warmup else get_ema_multi_avg_fn(ema_decay)
             self.generator_ema = AveragedModel(self.generator, multi_avg_fn=avg_fn, use_buffers=True)
         # Buffers, so they are saved in checkpoints and follow the module across devices.
-        fixed = torch.randn(num_fixed_samples, self.latent_dim, generator=torch.Generator().manual_seed(0))
+        self.latent = latent or Normal()
+        fixed = self.draw_latents(num_fixed_samples, torch.Generator().manual_seed(0))
         self.register_buffer("fixed_noise", fixed)
         # one grid row of 8 per class (0 when unconditional: ignored)
         rows = torch.arange(num_fixed_samples) // 8
         self.register_buffer("fixed_labels", rows % self.num_classes if self.num_classes else rows * 0)
         self.register_buffer("d_steps_done", torch.zeros((), dtype=torch.long))
+        # G's noise/dropout layers, found once (not every step): they get the step and the RNG per step
+        self._has_g_layers = any(isinstance(m, GLayer) for m in self.generator.modules())
         self._noise_rng: torch.Generator | None = None
         self._noise_rng_state: Tensor | None = None
 
@@ -227,9 +252,14 @@ class GANModule(L.LightningModule):
                 self._noise_rng.set_state(self._noise_rng_state)
         return self._noise_rng
 
+    def draw_latents(self, n: int, generator: torch.Generator | None = None, truncate: bool = True) -> Tensor:
+        """``n`` latents from the prior ``latent``, on ``generator``'s device (default: the module's own
+        RNG). ``truncate``: apply the prior's truncation, as sampling and evaluation do (training never)."""
+        return self.latent.sample(n, self.latent_dim, self.rng if generator is None else generator, truncate)
+
     def noise(self, n: int) -> Tensor:
-        """N(0, I) latents from the module's own RNG."""
-        return torch.randn(n, self.latent_dim, device=self.device, generator=self.rng)
+        """Training latents (never truncated) from the module's own RNG; N(0, I) by default."""
+        return self.draw_latents(n, self.rng, truncate=False)
 
     def fake_labels(self, n: int) -> Tensor | None:
         """Uniform class labels for fakes, from the same RNG (None when unconditional)."""
@@ -263,6 +293,8 @@ class GANModule(L.LightningModule):
         for transform in self.d_transforms:
             if hasattr(transform, "set_step"):
                 transform.set_step(self.global_step)
+        if self._has_g_layers:
+            set_generator_step(self, self.global_step, self.rng)  # G's noise schedule and its RNG
         if self.order == "g_first":
             self.g_step(reals[0], g_opt, labels[0])
             for real, y in zip(reals, labels):
@@ -309,16 +341,32 @@ class GANModule(L.LightningModule):
         self.log(f"loss/{who}/acgan", term)
         return loss + self.acgan_weight * term
 
+    def _historical_average(self, loss: Tensor, name: str) -> Tensor:
+        """+ the historical-averaging penalty of G ("g") or D ("d"), when configured (and logged)."""
+        net = self.generator if name == "g" else self.discriminator
+        penalty = self.historical_averaging.penalty(name, net) if self.historical_averaging else None
+        if penalty is None:
+            return loss
+        self.log(f"loss/{name.upper()}/historical_averaging", penalty)
+        return loss + penalty
+
+    def _record_history(self, *names: str) -> None:
+        """Add the networks' current weights to their historical averages (after backward, before step)."""
+        if self.historical_averaging is not None:
+            for name in names:
+                self.historical_averaging.record(name, self.generator if name == "g" else self.discriminator)
+
     def _finish_d_step(self, d_opt: LightningOptimizer, real_out: Tensor, fake_out: Tensor) -> None:
-        _step_without_counting(d_opt)
+        _step_without_counting(self.trainer.strategy, d_opt)
         for reg in self.regularizers:
             reg.after_d_step(self.discriminator)
         self.d_steps_done += 1
-        real_scores = real_out.detach()
+        real_scores, fake_scores = real_out.detach(), fake_out.detach()
         for transform in self.d_transforms:
             if hasattr(transform, "observe_real_scores"):
                 transform.observe_real_scores(real_scores)
-        self.log_dict({"scores/real": real_scores.mean(), "scores/fake": fake_out.detach().mean()})
+        self.last_d_scores = (real_scores, fake_scores)  # read by HealthMonitor (D's accuracy)
+        self.log_dict({"scores/real": real_scores.mean(), "scores/fake": fake_scores.mean()})
 
     def _fakes_for_d(self, n: int) -> tuple[Tensor, Tensor | None]:
         """A fresh fake batch for a D update (no graph to G), mixed with replayed past fakes if configured."""
@@ -342,10 +390,11 @@ class GANModule(L.LightningModule):
             loss = self.loss.d_loss(real_out.scores, fake_out.scores)
             self.log("loss/D/main", loss)
             loss = self._acgan(loss, real_out, y_real, "D")
-            loss = self._regularize(loss, real_in, fake_in, y_real)
+            loss = self._historical_average(self._regularize(loss, real_in, fake_in, y_real), "d")
             self._check_finite(loss, "D")
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
+            self._record_history("d")
             self._finish_d_step(d_opt, real_out.scores, fake_out.scores)
 
     def g_step(self, real: Tensor, g_opt: LightningOptimizer, labels: Tensor | None = None) -> None:
@@ -353,16 +402,37 @@ class GANModule(L.LightningModule):
         with self.toggled_optimizer(g_opt):  # D frozen so its weights get no G-step gradient
             y_fake = self.fake_labels(len(real))
             fake = self._generate(self.generator, self.noise(len(real)), y_fake)
-            fake_out, _, _ = self.d_path.run(fake, y_fake, self.rng, with_logits=True)
-            real_out = (
-                self.d_path.run(real, labels, self.rng)[0].scores if self.loss.g_loss_uses_real else None
+            fake_out, fake_in, y_in = self.d_path.run(fake, y_fake, self.rng, with_logits=True)
+            g_side = self.feature_matching is not None or self.unrolled is not None
+            real_out, real_in, y_real = (
+                self.d_path.run(real, labels, self.rng)
+                if self.loss.g_loss_uses_real or g_side
+                else (None,) * 3
             )
-            loss = self.loss.g_loss(fake_out.scores, real_out)
+            loss = self.loss.g_loss(fake_out.scores, real_out.scores if self.loss.g_loss_uses_real else None)
             self.log("loss/G/main", loss, prog_bar=True)
-            loss = self._acgan(loss, fake_out, y_fake, "G")
+            if self.unrolled is not None:
+                d_opt = self.optimizers()[1].optimizer
+                loss = self.unrolled.g_loss(
+                    self.discriminator,
+                    d_opt,
+                    self.loss.d_loss,
+                    self.loss.g_loss,
+                    real_in,
+                    fake_in,
+                    y_real,
+                    y_in,
+                )
+                self.log("loss/G/unrolled", loss)
+            if self.feature_matching is not None:
+                distance = self.feature_matching.distance(self.discriminator, real_in, fake_in, y_real, y_in)
+                self.log("loss/G/feature_matching", distance)
+                loss = self.feature_matching.combine(loss, distance)
+            loss = self._historical_average(self._acgan(loss, fake_out, y_fake, "G"), "g")
             self._check_finite(loss, "G")
             g_opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
+            self._record_history("g")
             g_opt.step()
 
     def simultaneous_step(
@@ -384,14 +454,24 @@ class GANModule(L.LightningModule):
         g_term = self._acgan(g_term, fake_out, y_fake, "G") - self._acgan(
             0.0 * g_term, fake_out_sg, y_fake, "G"
         )
+        if self.feature_matching is not None:  # the same stop-gradient form: D's gradients cancel
+            fm = self.feature_matching
+            distance = fm.distance(self.discriminator, real_in, fake_in, y_real, y_in)
+            self.log("loss/G/feature_matching", distance.detach())
+            g_term = fm.combine(
+                g_term, distance - fm.distance(self.discriminator, real_in, fake_in_sg, y_real, y_in)
+            )
+        g_term = self._historical_average(g_term, "g")
         self.log("loss/D/main", d_loss)
         self.log("loss/G/main", g_loss.detach(), prog_bar=True)
         d_loss = self._acgan(d_loss, real_out, y_real, "D")
-        loss = self._regularize(d_loss, real_in, fake_in_sg, y_real) + self.simultaneous_g_weight * g_term
+        d_loss = self._historical_average(self._regularize(d_loss, real_in, fake_in_sg, y_real), "d")
+        loss = d_loss + self.simultaneous_g_weight * g_term
         self._check_finite(loss, "simultaneous")
         d_opt.zero_grad(set_to_none=True)
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        self._record_history("g", "d")
         self._finish_d_step(d_opt, real_out.scores, fake_out_sg.scores)
         g_opt.step()
 
@@ -418,14 +498,22 @@ class GANModule(L.LightningModule):
             real_logits, fake_logits = out.class_logits.split([len(real_in), len(leaf)])
             d_loss = self._acgan(d_loss, DOutput(real_scores, real_logits), y_real, "D")
             g_loss = self._acgan(g_loss, DOutput(fake_scores, fake_logits), y_fake, "G")
-        d_loss = self._regularize(d_loss, real_in, leaf.detach(), y_real)
-        self._check_finite(d_loss + g_loss, "fused")
+        if self.feature_matching is not None:
+            distance = self.feature_matching.distance(self.discriminator, real_in, leaf, y_real, y_in)
+            self.log("loss/G/feature_matching", distance.detach())
+            g_loss = self.feature_matching.combine(g_loss, distance)
+        d_loss = self._historical_average(self._regularize(d_loss, real_in, leaf.detach(), y_real), "d")
+        g_history = self._historical_average(g_loss.new_zeros(()), "g")  # on G's weights, not its images
+        self._check_finite(d_loss + g_loss + g_history, "fused")
         # input-only backward: dL_G/d(fake images), no D weight gradients are formed
         (image_grad,) = torch.autograd.grad(self.simultaneous_g_weight * g_loss, leaf, retain_graph=True)
         d_opt.zero_grad(set_to_none=True)
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(d_loss, inputs=list(self.discriminator.parameters()))
         self.manual_backward(fake_in, image_grad)  # chain rule through the transforms and G
+        if g_history.requires_grad:
+            self.manual_backward(self.simultaneous_g_weight * g_history)
+        self._record_history("g", "d")
         self._finish_d_step(d_opt, real_scores, fake_scores)
         g_opt.step()
 
@@ -445,7 +533,7 @@ class GANModule(L.LightningModule):
         real, labels = batch
         # Own seeded noise: evaluation never consumes the training RNG, so it can't change the run.
         rng = torch.Generator(device=self.device).manual_seed(10_007 + batch_idx)
-        z = torch.randn(len(real), self.latent_dim, device=self.device, generator=rng)
+        z = self.draw_latents(len(real), rng)
         y_fake = self.balanced_labels(len(real)) if self.num_classes else None
         fake = self.sample(z, y_fake)
         if self.d_path.pack > 1 and len(real) % self.d_path.pack:  # a short last batch: drop the tail

@@ -19,6 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.nets.g_layers import (
+    LayerDropout,
+    LayerNoise,
+    VBNReference,
+    after_hidden_layer,
+    check_layers,
+    g_norm,
+)
 from gan_lightning.nets.layers import (
     D_CONDITIONING,
     G_CONDITIONING,
@@ -53,6 +61,12 @@ class DCGANGenerator(nn.Module):
         conditioning: "cbn" (each BN gets per-class gain and bias) or "concat" (an ``embed_dim`` label
             embedding joined to z).
         embed_dim: size of the label embedding for "concat".
+        noise: Gaussian noise after chosen hidden layers (:class:`~gan_lightning.nets.g_layers.LayerNoise`);
+            hidden layer 0 is the projection of z, 1..n-1 the upsampling blocks.
+        dropout: dropout after chosen hidden layers (:class:`~gan_lightning.nets.g_layers.LayerDropout`).
+
+    ``norm: virtual`` is virtual batch norm (:class:`~gan_lightning.nets.g_layers.VirtualBatchNorm`): G
+    runs its fixed reference latents (a buffer) with every batch.
     """
 
     def __init__(
@@ -66,6 +80,8 @@ class DCGANGenerator(nn.Module):
         spectral_norm: bool = False,
         conditioning: Literal["cbn", "concat"] = "cbn",
         embed_dim: int = 32,
+        noise: LayerNoise | None = None,
+        dropout: LayerDropout | None = None,
     ) -> None:
         super().__init__()
         channels, size = check_image_shape(data_shape)
@@ -82,10 +98,9 @@ class DCGANGenerator(nn.Module):
             )
 
         def bn(c: int) -> nn.Module:
-            return (
-                ConditionalBatchNorm2d(c, num_classes) if self.conditioning == "cbn" else make_norm(norm, c)
-            )
+            return ConditionalBatchNorm2d(c, num_classes) if self.conditioning == "cbn" else g_norm(norm, c)
 
+        check_layers(n, noise, dropout)
         c = width * 2 ** (n - 1)
         bias = norm in ("none", "pixel")  # a norm with its own shift makes the layer's bias redundant
         self.project = ConditionalSequential(
@@ -93,14 +108,17 @@ class DCGANGenerator(nn.Module):
             nn.Unflatten(1, (c, s, s)),
             bn(c),
             nn.ReLU(),
+            *after_hidden_layer(0, noise, dropout),
         )
         blocks: list[nn.Module] = []
-        for _ in range(n - 1):
+        for i in range(1, n):
             blocks += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=bias), bn(c // 2), nn.ReLU()]
+            blocks += after_hidden_layer(i, noise, dropout)
             c //= 2
         blocks += [nn.ConvTranspose2d(c, channels, 4, 2, 1), nn.Tanh()]  # no BN on the output layer
         self.body = ConditionalSequential(*blocks)
         self.embed = nn.Embedding(num_classes, embed_dim) if concat else None
+        self.reference = VBNReference(latent_dim, num_classes) if norm == "virtual" else None
         init_dcgan_weights(self)
         if spectral_norm:
             apply_spectral_norm(self)
@@ -108,9 +126,12 @@ class DCGANGenerator(nn.Module):
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         if self.num_classes:
             y = require_labels(y, self.num_classes, type(self).__name__)
-            if self.embed is not None:
-                z = torch.cat([z, self.embed(y)], 1)
-        return self.body(self.project(z, y), y)
+        if self.reference is not None:
+            z, y = self.reference.prepend(z, y)
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], 1)
+        out = self.body(self.project(z, y), y)
+        return self.reference.strip(out) if self.reference is not None else out
 
 
 class DCGANDiscriminator(nn.Module):

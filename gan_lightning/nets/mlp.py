@@ -13,6 +13,14 @@ import torch
 from torch import Tensor, nn
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.nets.g_layers import (
+    LayerDropout,
+    LayerNoise,
+    VBNReference,
+    after_hidden_layer,
+    check_layers,
+    g_norm,
+)
 from gan_lightning.nets.layers import (
     D_CONDITIONING,
     G_CONDITIONING,
@@ -25,7 +33,7 @@ from gan_lightning.nets.layers import (
     check_choice,
     require_labels,
 )
-from gan_lightning.nets.norms import ConditionalBatchNorm1d, ConditionalSequential, make_norm
+from gan_lightning.nets.norms import ConditionalBatchNorm1d, ConditionalSequential
 
 
 class MLPGenerator(nn.Module):
@@ -36,10 +44,14 @@ class MLPGenerator(nn.Module):
         data_shape: shape of one sample, e.g. (2,).
         num_classes: classes of a conditional G (``forward(z, y)``); 0 for unconditional.
         latent_dim, hidden, depth: noise size, hidden width and number of hidden layers.
-        norm: "none", "batch", "layer" or "pixel" after each hidden linear layer.
+        norm: "none", "batch", "layer", "pixel" or "virtual" (virtual batch norm, with G's fixed
+            reference latents: :class:`~gan_lightning.nets.g_layers.VirtualBatchNorm`) after each hidden
+            linear layer.
         spectral_norm: spectral normalization on G's linear layers.
         conditioning: "concat" (a label embedding joined to z) or "cbn" (needs ``norm: batch``).
         embed_dim: size of the label embedding for "concat".
+        noise: Gaussian noise after chosen hidden layers (:class:`~gan_lightning.nets.g_layers.LayerNoise`).
+        dropout: dropout after chosen hidden layers (:class:`~gan_lightning.nets.g_layers.LayerDropout`).
     """
 
     def __init__(
@@ -54,6 +66,8 @@ class MLPGenerator(nn.Module):
         spectral_norm: bool = False,
         conditioning: Literal["cbn", "concat"] = "concat",
         embed_dim: int = 8,
+        noise: LayerNoise | None = None,
+        dropout: LayerDropout | None = None,
     ) -> None:
         super().__init__()
         self.latent_dim, self.num_classes = latent_dim, num_classes
@@ -66,6 +80,7 @@ class MLPGenerator(nn.Module):
                 "conditioning 'cbn' needs norm 'batch' in MLPGenerator; set conditioning 'concat'"
             )
         concat = self.conditioning == "concat"
+        check_layers(depth, noise, dropout)
         layers: list[nn.Module] = []
         act = nn.ReLU()
         for i in range(depth):
@@ -73,21 +88,26 @@ class MLPGenerator(nn.Module):
             if self.conditioning == "cbn":
                 layers.append(ConditionalBatchNorm1d(hidden, num_classes))
             elif norm != "none":
-                layers.append(make_norm(norm, hidden, dims=1))
-            layers.append(act)
+                layers.append(g_norm(norm, hidden, dims=1))
+            layers += [act, *after_hidden_layer(i, noise, dropout)]
         d_in = hidden if depth else latent_dim + (embed_dim if concat else 0)
         layers.append(nn.Linear(d_in, math.prod(data_shape)))
         self.net = ConditionalSequential(*layers)
         self.embed = nn.Embedding(num_classes, embed_dim) if concat else None
+        self.reference = VBNReference(latent_dim, num_classes) if norm == "virtual" and depth else None
         if spectral_norm:
             apply_spectral_norm(self)
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         if self.num_classes:
             y = require_labels(y, self.num_classes, type(self).__name__)
-            if self.embed is not None:
-                z = torch.cat([z, self.embed(y)], 1)
-        return self.net(z, y).view(len(z), *self.data_shape)
+        if self.reference is not None:
+            z, y = self.reference.prepend(z, y)
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], 1)
+        out = self.net(z, y)
+        out = self.reference.strip(out) if self.reference is not None else out
+        return out.view(len(out), *self.data_shape)
 
 
 class MLPDiscriminator(nn.Module):

@@ -149,6 +149,11 @@ def make_norm(kind: str, num_features: int, dims: int = 2) -> nn.Module:
     a per-channel affine: the form gradient-penalty critics use (Gulrajani et al. 2017), since batch
     statistics couple the samples the penalty treats separately.
     """
+    if kind == "virtual":  # the generators build it themselves (nets/g_layers.py): it needs their reference
+        raise ConfigError(
+            "norm 'virtual' (virtual batch norm) needs a generator's fixed reference latents: it is a "
+            "DCGANGenerator / MLPGenerator option; pick another norm here"
+        )
     if kind not in NORMS:
         raise ConfigError(f"unknown norm {kind!r}; use one of {', '.join(repr(k) for k in NORMS)}")
     if dims == 1 and kind in ("instance", "group", "switchable"):
