@@ -10,6 +10,7 @@ import torch
 from conftest import DIGITS_TINY, ROOT, run_cli, run_cli_subprocess, tiny_args
 from torch import nn
 
+from gan_lightning import nets
 from gan_lightning.checkpoints import read_checkpoint
 from gan_lightning.errors import ConfigError
 from gan_lightning.losses import NonSaturating
@@ -251,3 +252,18 @@ def test_all_three_compose_on_a_conditional_image_gan_with_a_batchnorm_d(tmp_pat
         ckpt["global_step"] == 2
         and int(ckpt["state_dict"]["historical_averaging.averages.g.n_averaged"]) == 2
     )
+
+
+@pytest.mark.parametrize("name", [n for n in nets.__all__ if n.endswith("Discriminator")])
+def test_every_discriminator_keeps_the_features_contract_feature_matching_reads(name):
+    """D(x) = head(features(x)): every network gives the features feature matching matches, and a
+    new D class added to gan_lightning.nets is checked here automatically."""
+    cls = getattr(nets, name)
+    shape = (2,) if name.startswith("MLP") else (3, 32, 32)
+    extra = {"discriminator": nets.DCGANDiscriminator} if name.startswith("MultiScale") else {}
+    d = cls(shape, 0, **extra).eval()
+    x = torch.randn(4, *shape)
+    FeatureMatching().check(d)
+    h = d.features(x)
+    assert h.shape[0] == 4 and torch.allclose(d.head(h), d(x))
+    assert FeatureMatching().distance(d, x, x + 1, None, None).item() > 0
