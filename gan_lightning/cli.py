@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -143,6 +144,7 @@ class GANCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         sub = self.config.get("subcommand")
         if sub:
+            _check_sync_batchnorm(self.config[sub].trainer)
             _claim_run_dir(self.config[sub].trainer)
 
     def before_fit(self) -> None:
@@ -177,6 +179,17 @@ class GANCLI(LightningCLI):
                 "checkpoint.filename": "step={step:07d}",
                 "checkpoint.auto_insert_metric_name": False,
             }
+        )
+
+
+def _check_sync_batchnorm(trainer_cfg: Namespace) -> None:
+    """SyncBatchNorm runs on GPUs only (torch raises deep inside the first forward otherwise)."""
+    accelerator = str(trainer_cfg.get("accelerator") or "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if trainer_cfg.get("sync_batchnorm") and on_cpu:
+        raise ConfigError(
+            "trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); drop it on CPU: "
+            "each process then normalizes with its own batch's statistics"
         )
 
 

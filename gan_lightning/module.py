@@ -28,6 +28,7 @@ from gan_lightning.errors import ConfigError, TrainingDivergedError
 from gan_lightning.latents import LatentPrior, Normal
 from gan_lightning.losses import GANLoss, NonSaturating
 from gan_lightning.nets.g_layers import GLayer, set_generator_step
+from gan_lightning.precision import grad_scaler, rescale_gradients, step_was_skipped, unscaled_grad
 from gan_lightning.regularizers import Regularizer
 from gan_lightning.schedules import DSteps, FixedDSteps
 from gan_lightning.tricks.g_objectives import FeatureMatching, HistoricalAveraging, UnrolledD
@@ -209,6 +210,9 @@ class GANModule(L.LightningModule):
         rows = torch.arange(num_fixed_samples) // 8
         self.register_buffer("fixed_labels", rows % self.num_classes if self.num_classes else rows * 0)
         self.register_buffer("d_steps_done", torch.zeros((), dtype=torch.long))
+        # AMP (16-mixed): optimizer steps the GradScaler skipped for inf/NaN gradients, per network
+        self.register_buffer("g_steps_skipped", torch.zeros((), dtype=torch.long))
+        self.register_buffer("d_steps_skipped", torch.zeros((), dtype=torch.long))
         # G's noise/dropout layers, found once (not every step): they get the step and the RNG per step
         self._has_g_layers = any(isinstance(m, GLayer) for m in self.generator.modules())
         self._noise_rng: torch.Generator | None = None
@@ -326,7 +330,7 @@ class GANModule(L.LightningModule):
         d_step = int(self.d_steps_done)
         for reg in self.regularizers:
             if reg.is_due(d_step):
-                reg.generator = self.rng
+                reg.generator, reg.scaler = self.rng, grad_scaler(self.trainer)
                 term = reg.scaled_penalty(self.d_path.scorer(y), real, fake)
                 self.log(f"loss/D/{type(reg).__name__.lower()}", term)
                 loss = loss + term
@@ -356,8 +360,22 @@ class GANModule(L.LightningModule):
             for name in names:
                 self.historical_averaging.record(name, self.generator if name == "g" else self.discriminator)
 
+    def _step(self, opt: LightningOptimizer, who: Literal["G", "D"]) -> None:
+        """One optimizer step through the precision plugin (D's without advancing ``global_step``). Under
+        16-mixed, a step the GradScaler skipped for inf/NaN gradients is counted and logged per network
+        (``amp/skipped_steps/G``, ``/D``): an overflow at the loss scale, not a diverged run."""
+        scaler = grad_scaler(self.trainer)
+        if who == "D":
+            skipped = step_was_skipped(lambda: _step_without_counting(self.trainer.strategy, opt), scaler)
+        else:
+            skipped = step_was_skipped(opt.step, scaler)
+        if scaler is not None:
+            count = self.d_steps_skipped if who == "D" else self.g_steps_skipped
+            count += int(skipped)
+            self.log(f"amp/skipped_steps/{who}", count.float())
+
     def _finish_d_step(self, d_opt: LightningOptimizer, real_out: Tensor, fake_out: Tensor) -> None:
-        _step_without_counting(self.trainer.strategy, d_opt)
+        self._step(d_opt, "D")
         for reg in self.regularizers:
             reg.after_d_step(self.discriminator)
         self.d_steps_done += 1
@@ -389,9 +407,9 @@ class GANModule(L.LightningModule):
                 self.loss.generator = self.rng
             loss = self.loss.d_loss(real_out.scores, fake_out.scores)
             self.log("loss/D/main", loss)
-            loss = self._acgan(loss, real_out, y_real, "D")
-            loss = self._historical_average(self._regularize(loss, real_in, fake_in, y_real), "d")
-            self._check_finite(loss, "D")
+            main = self._acgan(loss, real_out, y_real, "D")
+            loss = self._historical_average(self._regularize(main, real_in, fake_in, y_real), "d")
+            self._check_finite(loss, "D", main)
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             self._record_history("d")
@@ -433,7 +451,7 @@ class GANModule(L.LightningModule):
             g_opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             self._record_history("g")
-            g_opt.step()
+            self._step(g_opt, "G")
 
     def simultaneous_step(
         self, real: Tensor, g_opt: LightningOptimizer, d_opt: LightningOptimizer, labels: Tensor | None = None
@@ -464,16 +482,15 @@ class GANModule(L.LightningModule):
         g_term = self._historical_average(g_term, "g")
         self.log("loss/D/main", d_loss)
         self.log("loss/G/main", g_loss.detach(), prog_bar=True)
-        d_loss = self._acgan(d_loss, real_out, y_real, "D")
-        d_loss = self._historical_average(self._regularize(d_loss, real_in, fake_in_sg, y_real), "d")
+        d_main = self._acgan(d_loss, real_out, y_real, "D")
+        d_loss = self._historical_average(self._regularize(d_main, real_in, fake_in_sg, y_real), "d")
         loss = d_loss + self.simultaneous_g_weight * g_term
-        self._check_finite(loss, "simultaneous")
+        self._check_finite(loss, "simultaneous", d_main + self.simultaneous_g_weight * g_term)
         d_opt.zero_grad(set_to_none=True)
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self._record_history("g", "d")
-        self._finish_d_step(d_opt, real_out.scores, fake_out_sg.scores)
-        g_opt.step()
+        self._finish_d_step_then_g(d_opt, g_opt, real_out.scores, fake_out_sg.scores)
 
     def fused_step(
         self, real: Tensor, g_opt: LightningOptimizer, d_opt: LightningOptimizer, labels: Tensor | None = None
@@ -502,11 +519,15 @@ class GANModule(L.LightningModule):
             distance = self.feature_matching.distance(self.discriminator, real_in, leaf, y_real, y_in)
             self.log("loss/G/feature_matching", distance.detach())
             g_loss = self.feature_matching.combine(g_loss, distance)
-        d_loss = self._historical_average(self._regularize(d_loss, real_in, leaf.detach(), y_real), "d")
+        d_main = d_loss
+        d_loss = self._historical_average(self._regularize(d_main, real_in, leaf.detach(), y_real), "d")
         g_history = self._historical_average(g_loss.new_zeros(()), "g")  # on G's weights, not its images
-        self._check_finite(d_loss + g_loss + g_history, "fused")
-        # input-only backward: dL_G/d(fake images), no D weight gradients are formed
-        (image_grad,) = torch.autograd.grad(self.simultaneous_g_weight * g_loss, leaf, retain_graph=True)
+        self._check_finite(d_loss + g_loss + g_history, "fused", d_main + g_loss + g_history)
+        # input-only backward: dL_G/d(fake images), no D weight gradients are formed (at the loss scale
+        # under 16-mixed, then unscaled: manual_backward below scales G's backward itself)
+        image_grad = unscaled_grad(
+            self.simultaneous_g_weight * g_loss, leaf, grad_scaler(self.trainer), retain_graph=True
+        )
         d_opt.zero_grad(set_to_none=True)
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(d_loss, inputs=list(self.discriminator.parameters()))
@@ -514,19 +535,38 @@ class GANModule(L.LightningModule):
         if g_history.requires_grad:
             self.manual_backward(self.simultaneous_g_weight * g_history)
         self._record_history("g", "d")
-        self._finish_d_step(d_opt, real_scores, fake_scores)
-        g_opt.step()
+        self._finish_d_step_then_g(d_opt, g_opt, real_scores, fake_scores)
 
-    def _check_finite(self, loss: Tensor, who: str) -> None:
-        if not torch.isfinite(loss).all():
-            raise TrainingDivergedError(
-                f"the {who} loss became {loss.item()} at generator step {self.global_step}: the run "
-                "diverged; its checkpoints were not touched. Start a new run from the last one's "
-                "weights with lower learning rates (or a gradient penalty, or spectral norm): "
-                "fit --config RUN_DIR/config.yaml --init_from RUN_DIR/checkpoints/last.ckpt "
-                "--model.d_optimizer.init_args.lr ... (--ckpt_path resumes the same run, so it would "
-                "refuse the changed config)"
-            )
+    def _finish_d_step_then_g(
+        self, d_opt: LightningOptimizer, g_opt: LightningOptimizer, real_out: Tensor, fake_out: Tensor
+    ) -> None:
+        """D's step, then G's, from one backward. Lightning updates the AMP scale after D's step, so G's
+        gradients (made at the old scale) are brought to the new one before G's unscale."""
+        scaler = grad_scaler(self.trainer)
+        scale_at_backward = scaler.get_scale() if scaler is not None else 1.0
+        self._finish_d_step(d_opt, real_out, fake_out)
+        rescale_gradients(g_opt.optimizer, scaler, scale_at_backward)
+        self._step(g_opt, "G")
+
+    def _check_finite(self, loss: Tensor, who: str, unpenalized: Tensor | None = None) -> None:
+        """Stop the run on a non-finite loss. Under 16-mixed, a penalty whose input gradients overflowed
+        at the loss scale is not divergence when the rest of the loss (``unpenalized``) is finite: its
+        inf reaches D's gradients, and the GradScaler skips the step (counted) and halves its scale."""
+        if torch.isfinite(loss).all():
+            return
+        scaler = grad_scaler(self.trainer)
+        # below scale 1 the true input gradient itself overflows fp16: that is divergence too
+        overflow = scaler is not None and unpenalized is not None and scaler.get_scale() >= 1.0
+        if overflow and torch.isfinite(unpenalized).all():
+            return
+        raise TrainingDivergedError(
+            f"the {who} loss became {loss.item()} at generator step {self.global_step}: the run "
+            "diverged; its checkpoints were not touched. Start a new run from the last one's "
+            "weights with lower learning rates (or a gradient penalty, or spectral norm): "
+            "fit --config RUN_DIR/config.yaml --init_from RUN_DIR/checkpoints/last.ckpt "
+            "--model.d_optimizer.init_args.lr ... (--ckpt_path resumes the same run, so it would "
+            "refuse the changed config)"
+        )
 
     # --- evaluation: D's view of held-out real data vs samples (FID & co. are callbacks) ----------
     def _eval_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, prefix: str) -> None:
@@ -568,5 +608,7 @@ class GANModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         migrate_state_dict(checkpoint, self.state_dict())  # an older release's checkpoint: names only
+        for key in ("g_steps_skipped", "d_steps_skipped"):  # saved before AMP skips were counted
+            checkpoint["state_dict"].setdefault(key, torch.zeros((), dtype=torch.long))
         self._noise_rng_state = checkpoint.get("noise_rng_state")
         self._noise_rng = None

@@ -7,8 +7,11 @@ its gain scaled by N keeps the expected gradient the same), and may act on D aft
 
 The gradient penalties differentiate D w.r.t. its *inputs* with ``torch.autograd.grad(create_graph=True)``
 (:func:`input_gradients`), so the penalty is an ordinary differentiable term added to the D loss before
-the single backward of the D step. For a linear critic D(x) = w.x + b the input gradient is w everywhere,
-which gives the closed forms quoted below (and checked by the tests).
+the single backward of the D step. Under ``16-mixed`` that gradient is taken of the loss-scaled output
+and unscaled before the penalty is formed (PyTorch's AMP gradient-penalty recipe, see
+:mod:`gan_lightning.precision`), so every penalty sees the true input gradient. For a linear critic
+D(x) = w.x + b the input gradient is w everywhere, which gives the closed forms quoted below (and checked
+by the tests).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.precision import GradScaler, unscaled_grad
 
 
 class Regularizer:
@@ -33,8 +37,10 @@ class Regularizer:
             raise ConfigError(f"{type(self).__name__}.every must be >= 1, got {every}")
         self.weight = weight
         self.every = every
-        # Set by the GANModule to its checkpointed noise RNG, so random penalties resume exactly.
+        # Set by the GANModule to its checkpointed noise RNG, so random penalties resume exactly, and to
+        # the trainer's AMP GradScaler (16-mixed only), so input gradients are taken at the loss scale.
         self.generator: torch.Generator | None = None
+        self.scaler: GradScaler | None = None
 
     def is_due(self, d_step: int) -> bool:
         return d_step % self.every == 0
@@ -51,21 +57,23 @@ class Regularizer:
         """Called after every D optimizer step."""
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if k != "generator")
+        args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if k not in ("generator", "scaler"))
         return f"{type(self).__name__}({args})"
 
 
-def input_gradients(discriminator: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+def input_gradients(
+    discriminator: nn.Module, x: Tensor, scaler: GradScaler | None = None
+) -> tuple[Tensor, Tensor]:
     """D(x) and dD(x)/dx, with the graph kept so the penalty can be backpropagated to D's weights.
 
     Taken w.r.t. the *inputs* with ``autograd.grad(create_graph=True)``, then added to the D loss before
-    a single backward: the pattern that stays correct under DDP (PyTorch #47562, #63812).
-    The gradient is returned flattened to (batch, features).
+    a single backward: the pattern that stays correct under DDP (PyTorch #47562, #63812). With an AMP
+    ``scaler`` the gradient is taken of the scaled output, then unscaled
+    (:func:`~gan_lightning.precision.unscaled_grad`). The gradient is returned flattened to (batch, features).
     """
     x = x.detach().requires_grad_(True)
     out = discriminator(x)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return out, grad.flatten(1)
+    return out, unscaled_grad(out.sum(), x, scaler, create_graph=True).flatten(1)
 
 
 def _per_sample_uniform(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -89,7 +97,7 @@ class R1(Regularizer):
         super().__init__(weight=weight, every=every)
 
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        _, grad = input_gradients(discriminator, real)
+        _, grad = input_gradients(discriminator, real, self.scaler)
         return 0.5 * grad.pow(2).sum(1).mean()
 
 
@@ -107,7 +115,7 @@ class R2(Regularizer):
         super().__init__(weight=weight, every=every)
 
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        _, grad = input_gradients(discriminator, fake)
+        _, grad = input_gradients(discriminator, fake, self.scaler)
         return 0.5 * grad.pow(2).sum(1).mean()
 
 
@@ -144,7 +152,7 @@ class GradientPenalty(Regularizer):
         return fake + eps * (real - fake)
 
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        _, grad = input_gradients(discriminator, self.interpolate(real, fake, self.generator))
+        _, grad = input_gradients(discriminator, self.interpolate(real, fake, self.generator), self.scaler)
         return (grad.norm(2, dim=1) - self.target).pow(2).mean()
 
 
@@ -181,7 +189,7 @@ class DRAGANPenalty(Regularizer):
         return real + self.c * real.std(correction=0) * noise
 
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        _, grad = input_gradients(discriminator, self.perturb(real, self.generator))
+        _, grad = input_gradients(discriminator, self.perturb(real, self.generator), self.scaler)
         return (grad.norm(2, dim=1) - self.k).pow(2).mean()
 
 

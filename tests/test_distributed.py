@@ -97,3 +97,32 @@ def test_ddp_metrics_sync_across_ranks_and_equal_a_single_process_evaluation(tmp
     single = json.loads(out.read_text())["metrics"]
     # float32 features of differently composed batches differ by ~1e-5 relative
     assert logged[0] == pytest.approx(single["rand_fid"], rel=2e-4)
+
+
+def test_sync_batchnorm_converts_every_batchnorm_of_g_d_and_the_ema():
+    """SyncBatchNorm (issue 11) is Lightning's ``trainer.sync_batchnorm``, which applies torch's
+    ``convert_sync_batchnorm`` to the module: every BatchNorm of G, D and the EMA copy, the conditional
+    BN's inner one included, becomes a SyncBatchNorm (it runs on GPUs only; on CPU, one error line)."""
+    from gan_lightning.module import GANModule
+    from gan_lightning.nets import DCGANDiscriminator, DCGANGenerator
+
+    module = GANModule(
+        lambda s, k: DCGANGenerator(s, k, width=8),
+        lambda s, k: DCGANDiscriminator(s, k, width=8),
+        conditional=True,
+        num_classes=10,
+        data_shape=(1, 28, 28),
+    )
+    batchnorms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
+    before = sum(isinstance(m, batchnorms) for m in module.modules())
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    assert not any(isinstance(m, batchnorms) for m in converted.modules())
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules()) == before > 0
+
+
+def test_sync_batchnorm_on_cpu_is_one_error_line(tmp_path):
+    res = run_cli_subprocess(
+        ["fit", *DIGITS_TINY, *tiny_args(tmp_path, max_steps=1), "--trainer.sync_batchnorm", "true"]
+    )
+    assert res.returncode == 2 and "trainer.sync_batchnorm needs GPUs" in res.stderr
+    assert "Traceback" not in res.stderr
