@@ -28,6 +28,7 @@ from gan_lightning.errors import ConfigError, TrainingDivergedError
 from gan_lightning.latents import LatentPrior, Normal
 from gan_lightning.losses import GANLoss, NonSaturating
 from gan_lightning.nets.g_layers import GLayer, set_generator_step
+from gan_lightning.nets.layers import orthogonal_penalty
 from gan_lightning.precision import grad_scaler, rescale_gradients, step_was_skipped, unscaled_grad
 from gan_lightning.regularizers import Regularizer
 from gan_lightning.schedules import DSteps, FixedDSteps
@@ -114,6 +115,8 @@ class GANModule(L.LightningModule):
         replay: experience replay of past fakes for D (``gan_lightning.tricks.ExperienceReplay``).
         feature_matching, historical_averaging, unrolled: G-side objectives
             (:mod:`gan_lightning.tricks.g_objectives`); ``None``: off.
+        g_orthogonal_reg: beta of BigGAN's orthogonal regularization of G's weights
+            (:func:`~gan_lightning.nets.orthogonal_penalty`; BigGAN: 1e-4); 0: off.
         data_shape: shape of one sample; linked from the data module by the CLI.
         num_classes: classes of the data's labels; linked from the data module by the CLI.
     """
@@ -143,6 +146,7 @@ class GANModule(L.LightningModule):
         feature_matching: FeatureMatching | None = None,
         historical_averaging: HistoricalAveraging | None = None,
         unrolled: UnrolledD | None = None,
+        g_orthogonal_reg: float = 0.0,
         data_shape: tuple[int, ...] = (1, 32, 32),
         num_classes: int = 0,
     ) -> None:
@@ -165,6 +169,9 @@ class GANModule(L.LightningModule):
             historical_averaging,
             unrolled,
         )
+        if g_orthogonal_reg < 0:
+            raise ConfigError(f"model.g_orthogonal_reg must be >= 0, got {g_orthogonal_reg}")
+        self.g_orthogonal_reg = g_orthogonal_reg
         if feature_matching is not None:
             feature_matching.check(self.discriminator)
         if historical_averaging is not None:
@@ -345,14 +352,19 @@ class GANModule(L.LightningModule):
         self.log(f"loss/{who}/acgan", term)
         return loss + self.acgan_weight * term
 
-    def _historical_average(self, loss: Tensor, name: str) -> Tensor:
-        """+ the historical-averaging penalty of G ("g") or D ("d"), when configured (and logged)."""
+    def _weight_penalties(self, loss: Tensor, name: str) -> Tensor:
+        """+ the penalties on the weights of G ("g") or D ("d"), each logged: historical averaging, and
+        BigGAN's orthogonal regularization on G."""
         net = self.generator if name == "g" else self.discriminator
         penalty = self.historical_averaging.penalty(name, net) if self.historical_averaging else None
-        if penalty is None:
-            return loss
-        self.log(f"loss/{name.upper()}/historical_averaging", penalty)
-        return loss + penalty
+        if penalty is not None:
+            self.log(f"loss/{name.upper()}/historical_averaging", penalty)
+            loss = loss + penalty
+        if name == "g" and self.g_orthogonal_reg:
+            term = orthogonal_penalty(self.generator)
+            self.log("loss/G/orthogonal", term)
+            loss = loss + self.g_orthogonal_reg * term
+        return loss
 
     def _record_history(self, *names: str) -> None:
         """Add the networks' current weights to their historical averages (after backward, before step)."""
@@ -408,7 +420,7 @@ class GANModule(L.LightningModule):
             loss = self.loss.d_loss(real_out.scores, fake_out.scores)
             self.log("loss/D/main", loss)
             main = self._acgan(loss, real_out, y_real, "D")
-            loss = self._historical_average(self._regularize(main, real_in, fake_in, y_real), "d")
+            loss = self._weight_penalties(self._regularize(main, real_in, fake_in, y_real), "d")
             self._check_finite(loss, "D", main)
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
@@ -446,7 +458,7 @@ class GANModule(L.LightningModule):
                 distance = self.feature_matching.distance(self.discriminator, real_in, fake_in, y_real, y_in)
                 self.log("loss/G/feature_matching", distance)
                 loss = self.feature_matching.combine(loss, distance)
-            loss = self._historical_average(self._acgan(loss, fake_out, y_fake, "G"), "g")
+            loss = self._weight_penalties(self._acgan(loss, fake_out, y_fake, "G"), "g")
             self._check_finite(loss, "G")
             g_opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
@@ -479,11 +491,11 @@ class GANModule(L.LightningModule):
             g_term = fm.combine(
                 g_term, distance - fm.distance(self.discriminator, real_in, fake_in_sg, y_real, y_in)
             )
-        g_term = self._historical_average(g_term, "g")
+        g_term = self._weight_penalties(g_term, "g")
         self.log("loss/D/main", d_loss)
         self.log("loss/G/main", g_loss.detach(), prog_bar=True)
         d_main = self._acgan(d_loss, real_out, y_real, "D")
-        d_loss = self._historical_average(self._regularize(d_main, real_in, fake_in_sg, y_real), "d")
+        d_loss = self._weight_penalties(self._regularize(d_main, real_in, fake_in_sg, y_real), "d")
         loss = d_loss + self.simultaneous_g_weight * g_term
         self._check_finite(loss, "simultaneous", d_main + self.simultaneous_g_weight * g_term)
         d_opt.zero_grad(set_to_none=True)
@@ -520,9 +532,9 @@ class GANModule(L.LightningModule):
             self.log("loss/G/feature_matching", distance.detach())
             g_loss = self.feature_matching.combine(g_loss, distance)
         d_main = d_loss
-        d_loss = self._historical_average(self._regularize(d_main, real_in, leaf.detach(), y_real), "d")
-        g_history = self._historical_average(g_loss.new_zeros(()), "g")  # on G's weights, not its images
-        self._check_finite(d_loss + g_loss + g_history, "fused", d_main + g_loss + g_history)
+        d_loss = self._weight_penalties(self._regularize(d_main, real_in, leaf.detach(), y_real), "d")
+        g_weights = self._weight_penalties(g_loss.new_zeros(()), "g")  # on G's weights, not its images
+        self._check_finite(d_loss + g_loss + g_weights, "fused", d_main + g_loss + g_weights)
         # input-only backward: dL_G/d(fake images), no D weight gradients are formed (at the loss scale
         # under 16-mixed, then unscaled: manual_backward below scales G's backward itself)
         image_grad = unscaled_grad(
@@ -532,8 +544,8 @@ class GANModule(L.LightningModule):
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(d_loss, inputs=list(self.discriminator.parameters()))
         self.manual_backward(fake_in, image_grad)  # chain rule through the transforms and G
-        if g_history.requires_grad:
-            self.manual_backward(self.simultaneous_g_weight * g_history)
+        if g_weights.requires_grad:
+            self.manual_backward(self.simultaneous_g_weight * g_weights)
         self._record_history("g", "d")
         self._finish_d_step_then_g(d_opt, g_opt, real_scores, fake_scores)
 

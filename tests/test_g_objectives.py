@@ -267,3 +267,41 @@ def test_every_discriminator_keeps_the_features_contract_feature_matching_reads(
     h = d.features(x)
     assert h.shape[0] == 4 and torch.allclose(d.head(h), d(x))
     assert FeatureMatching().distance(d, x, x + 1, None, None).item() > 0
+
+
+def test_orthogonal_regularization_enters_g_loss_with_its_beta(tmp_path):
+    """BigGAN's beta * orthogonal_penalty(G) is added to G's loss (logged as loss/G/orthogonal) and
+    changes G's training; D is untouched by it."""
+
+    def run(root, extra):
+        run_cli(["fit", *RING, *tiny_args(root, max_steps=2), *extra])
+        return read_checkpoint(root / "lightning_logs/version_0/checkpoints/last.ckpt")["state_dict"]
+
+    plain = run(tmp_path / "plain", [])
+    ortho = run(tmp_path / "ortho", ["--model.g_orthogonal_reg", "0.1"])
+    g_keys = [k for k in plain if k.startswith("generator.")]
+    assert any(not torch.equal(plain[k], ortho[k]) for k in g_keys)
+    from gan_lightning.module import GANModule
+
+    module = GANModule(
+        lambda s, k: nets.MLPGenerator(s, k),
+        lambda s, k: nets.MLPDiscriminator(s, k),
+        data_shape=(2,),
+        g_orthogonal_reg=0.5,
+    )
+    base = torch.tensor(1.0)
+    module.log = lambda *a, **k: None
+    expected = 1.0 + 0.5 * nets.orthogonal_penalty(module.generator)
+    assert torch.allclose(module._weight_penalties(base, "g"), expected)
+    assert module._weight_penalties(base, "d") is base
+
+
+def test_orthogonal_penalty_equals_the_hand_computed_value():
+    """sum_W ||W W^T * (1 - I)||_F^2: W = [[1, 2], [3, 4]] has W W^T = [[5, 11], [11, 25]] -> 2 * 11^2;
+    a conv's filters are flattened; biases and class embeddings are left out (BigGAN's blacklist)."""
+    net = nn.Sequential(nn.Linear(2, 2), nn.Conv2d(1, 2, 1), nn.Embedding(3, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        net[1].weight.copy_(torch.tensor([1.0, -2.0]).view(2, 1, 1, 1))  # filters 1 and -2: product -2
+        net[2].weight.fill_(5.0)
+    assert nets.orthogonal_penalty(net).item() == pytest.approx(2 * 11**2 + 2 * 2**2)
