@@ -55,14 +55,24 @@ class EmbeddedDigits(GANDataModule):
     Args:
         image_size: 28 (native) or 32 (padded with background, as DCGAN-32 expects).
         val_size: digits held out from training.
+        num_train: train on only the first ``num_train`` digits of the (shuffled) train split, for
+            limited-data studies; the held-out split stays the same. ``None``: all of them.
     """
 
-    def __init__(self, image_size: int = 32, val_size: int = 500, **kwargs) -> None:
+    def __init__(
+        self, image_size: int = 32, val_size: int = 500, num_train: int | None = None, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         if image_size not in (28, 32):
             raise ConfigError(f"EmbeddedDigits.image_size must be 28 or 32, got {image_size}")
+        if num_train is not None and not 1 <= num_train <= 5000 - val_size:
+            raise ConfigError(
+                f"EmbeddedDigits.num_train must be in 1..{5000 - val_size} (the digits left after val_size="
+                f"{val_size}) or null for all, got {num_train}"
+            )
         self.image_size = image_size
         self.val_size = val_size
+        self.num_train = num_train
 
     @property
     def num_classes(self) -> int:
@@ -75,4 +85,6 @@ class EmbeddedDigits(GANDataModule):
     def build(self, split: str) -> Dataset:
         images, labels = digit_images(self.image_size)
         idx = split_indices(len(images), self.val_size, self._seed())["train" if split == "train" else "val"]
+        if split == "train":
+            idx = idx[: self.num_train]
         return TensorSamples(images[idx].contiguous(), labels[idx].contiguous())
