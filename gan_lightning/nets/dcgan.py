@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
-from gan_lightning.errors import ConfigError
 from gan_lightning.nets.g_layers import (
     LayerDropout,
     LayerNoise,
@@ -26,10 +24,10 @@ from gan_lightning.nets.g_layers import (
     after_hidden_layer,
     check_layers,
     g_norm,
+    generator_inputs,
 )
 from gan_lightning.nets.layers import (
     D_CONDITIONING,
-    G_CONDITIONING,
     DiscriminatorHead,
     InputConditioning,
     MinibatchDiscrimination,
@@ -37,6 +35,7 @@ from gan_lightning.nets.layers import (
     apply_spectral_norm,
     check_choice,
     check_image_shape,
+    g_conditioning,
     init_dcgan_weights,
     require_labels,
     start_size,
@@ -88,14 +87,8 @@ class DCGANGenerator(nn.Module):
         s, n = dcgan_start_size(size)
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.data_shape = tuple(data_shape)
-        self.conditioning = (
-            check_choice(conditioning, G_CONDITIONING, "generator conditioning") if num_classes else None
-        )
+        self.conditioning = g_conditioning(conditioning, num_classes, norm, type(self).__name__)
         concat = self.conditioning == "concat"
-        if self.conditioning == "cbn" and norm != "batch":
-            raise ConfigError(
-                "conditioning 'cbn' needs norm 'batch' in DCGANGenerator; set conditioning 'concat'"
-            )
 
         def bn(c: int) -> nn.Module:
             return ConditionalBatchNorm2d(c, num_classes) if self.conditioning == "cbn" else g_norm(norm, c)
@@ -124,12 +117,7 @@ class DCGANGenerator(nn.Module):
             apply_spectral_norm(self)
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        if self.num_classes:
-            y = require_labels(y, self.num_classes, type(self).__name__)
-        if self.reference is not None:
-            z, y = self.reference.prepend(z, y)
-        if self.embed is not None:
-            z = torch.cat([z, self.embed(y)], 1)
+        z, y = generator_inputs(self, z, y)
         out = self.body(self.project(z, y), y)
         return self.reference.strip(out) if self.reference is not None else out
 

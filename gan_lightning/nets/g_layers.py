@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.nets.layers import check_choice
+from gan_lightning.nets.layers import check_choice, require_labels
 from gan_lightning.nets.norms import make_norm
 from gan_lightning.tricks.instance_noise import InstanceNoise
 
@@ -261,6 +261,18 @@ class VBNReference(nn.Module):
 
     def strip(self, out: Tensor) -> Tensor:
         return out[len(self.latents) :]
+
+
+def generator_inputs(g: nn.Module, z: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """What a G's layers get from ``(z, y)``: labels required when conditional, VBN's reference latents
+    prepended (``g.reference``), the label embedding joined to z for "concat" (``g.embed``)."""
+    if g.num_classes:
+        y = require_labels(y, g.num_classes, type(g).__name__)
+    if g.reference is not None:
+        z, y = g.reference.prepend(z, y)
+    if g.embed is not None:
+        z = torch.cat([z, g.embed(y)], 1)
+    return z, y
 
 
 def g_norm(kind: str, num_features: int, dims: int = 2) -> nn.Module:

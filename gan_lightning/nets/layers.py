@@ -34,6 +34,17 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
     return value
 
 
+def g_conditioning(conditioning: str, num_classes: int, norm: str, who: str) -> str | None:
+    """A generator's label conditioning: ``None`` when unconditional, else the checked choice; "cbn"
+    replaces the batch norms, so it needs ``norm: batch``."""
+    if not num_classes:
+        return None
+    check_choice(conditioning, G_CONDITIONING, "generator conditioning")
+    if conditioning == "cbn" and norm != "batch":
+        raise ConfigError(f"conditioning 'cbn' needs norm 'batch' in {who}; set conditioning 'concat'")
+    return conditioning
+
+
 def require_labels(y: Tensor | None, num_classes: int, who: str) -> Tensor:
     """``y`` for a conditional network; a clear error when the caller passed none."""
     if y is None:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
-from gan_lightning.errors import ConfigError
 from gan_lightning.nets.g_layers import (
     LayerDropout,
     LayerNoise,
@@ -20,10 +18,10 @@ from gan_lightning.nets.g_layers import (
     after_hidden_layer,
     check_layers,
     g_norm,
+    generator_inputs,
 )
 from gan_lightning.nets.layers import (
     D_CONDITIONING,
-    G_CONDITIONING,
     DiscriminatorHead,
     InputConditioning,
     Maxout,
@@ -31,6 +29,7 @@ from gan_lightning.nets.layers import (
     MinibatchStd,
     apply_spectral_norm,
     check_choice,
+    g_conditioning,
     require_labels,
 )
 from gan_lightning.nets.norms import ConditionalBatchNorm1d, ConditionalSequential
@@ -72,13 +71,7 @@ class MLPGenerator(nn.Module):
         super().__init__()
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.data_shape = tuple(data_shape)
-        self.conditioning = (
-            check_choice(conditioning, G_CONDITIONING, "generator conditioning") if num_classes else None
-        )
-        if self.conditioning == "cbn" and norm != "batch":
-            raise ConfigError(
-                "conditioning 'cbn' needs norm 'batch' in MLPGenerator; set conditioning 'concat'"
-            )
+        self.conditioning = g_conditioning(conditioning, num_classes, norm, type(self).__name__)
         concat = self.conditioning == "concat"
         check_layers(depth, noise, dropout)
         layers: list[nn.Module] = []
@@ -99,12 +92,7 @@ class MLPGenerator(nn.Module):
             apply_spectral_norm(self)
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        if self.num_classes:
-            y = require_labels(y, self.num_classes, type(self).__name__)
-        if self.reference is not None:
-            z, y = self.reference.prepend(z, y)
-        if self.embed is not None:
-            z = torch.cat([z, self.embed(y)], 1)
+        z, y = generator_inputs(self, z, y)
         out = self.net(z, y)
         out = self.reference.strip(out) if self.reference is not None else out
         return out.view(len(out), *self.data_shape)
