@@ -78,3 +78,12 @@ def run_cli_subprocess(
 @pytest.fixture
 def digits_tiny() -> list[str]:
     return list(DIGITS_TINY)
+
+
+def one_error_line(res: subprocess.CompletedProcess) -> str:
+    """The failed command's one ``error:`` line, after checking exit status 2 and no traceback."""
+    assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, res.stderr[-3000:]
+    return lines[0]

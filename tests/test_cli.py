@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DIGITS_TINY, ROOT, run_cli, run_cli_subprocess, tiny_args
+from conftest import DIGITS_TINY, ROOT, one_error_line, run_cli, run_cli_subprocess, tiny_args
 
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml"))
 FULL = [p for p in CONFIGS if p.parent.name in ("configs", "toy", "experiments")]
@@ -178,10 +178,7 @@ def test_validate_and_test_subcommands_run_on_a_checkpoint(tmp_path):
 )
 def test_bad_input_gets_one_clear_line_and_no_traceback(tmp_path, args, message):
     res = run_cli_subprocess(["fit", *DIGITS_TINY, *tiny_args(tmp_path), *args])
-    assert res.returncode == 2
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and message in lines[0], res.stderr[-2000:]
-    assert "Traceback" not in res.stderr
+    assert message in one_error_line(res)
 
 
 def test_missing_checkpoint_for_sample_is_a_clear_error(tmp_path):
@@ -201,10 +198,7 @@ def test_a_diverged_run_reports_it_and_keeps_its_checkpoints(tmp_path):
             "4",
         ]
     )
-    assert res.returncode == 2, res.stderr[-2000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "D loss became nan at generator step 4" in lines[0], res.stderr[-2000:]
-    assert "Traceback" not in res.stderr
+    assert "D loss became nan at generator step 4" in one_error_line(res)
     ckpts = tmp_path / "run/lightning_logs/version_0/checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "step=0000003.ckpt"]
     last = torch.load(ckpts / "last.ckpt", weights_only=False)

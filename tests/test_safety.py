@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DIGITS_TINY, ROOT, run_cli, run_cli_subprocess, tiny_args
+from conftest import DIGITS_TINY, ROOT, one_error_line, run_cli, run_cli_subprocess, tiny_args
 from PIL import Image
 
 from gan_lightning.checkpoints import CheckpointError, read_checkpoint
@@ -30,14 +30,6 @@ class OpensAFile:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
-
-
-def one_error_line(res: subprocess.CompletedProcess) -> str:
-    assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
-    assert "Traceback" not in res.stderr, res.stderr[-3000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, res.stderr[-3000:]
-    return lines[0]
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int] | None]:
