@@ -130,7 +130,8 @@ class UpdateSteps:
             self._finish_d_step(d_opt, real_out.scores, fake_out.scores)
 
     def g_step(self, real: Tensor, g_opt: LightningOptimizer, labels: Tensor | None = None) -> None:
-        """One G update. ``real`` is only read by relativistic losses."""
+        """One G update. ``real`` is only read by relativistic losses, feature matching and the unrolled
+        look-ahead."""
         with self.toggled_optimizer(g_opt):  # D frozen so its weights get no G-step gradient
             y_fake = self.fake_labels(len(real))
             fake = self._generate(self.generator, self.noise(len(real)), y_fake)
