@@ -136,6 +136,22 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
+def _wait_until_stopped(pid, timeout=10.0):
+    """Wait until every thread of ``pid`` is in the stopped state ('T' in /proc/<pid>/task/*/stat)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                states.append(task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a thread that ended meanwhile
+        if all(s in "tTZX" for s in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop within {timeout} s")
+
+
 @pytest.mark.slow
 def test_kill_during_a_checkpoint_write_on_another_filesystem_never_leaves_a_partial_last(small_fs, tmp_path):
     root = small_fs / "run"
@@ -157,6 +173,7 @@ def test_kill_during_a_checkpoint_write_on_another_filesystem_never_leaves_a_par
                 tmps = [e for e in os.scandir(ckpts) if e.name.endswith(".tmp")]
                 if tmps:  # a write is in flight: freeze the writer there, then kill it
                     os.kill(proc.pid, signal.SIGSTOP)
+                    _wait_until_stopped(proc.pid)  # SIGSTOP is asynchronous: a thread may still rename
                     caught = any(os.path.exists(e.path) for e in tmps)
                     if caught:
                         break
