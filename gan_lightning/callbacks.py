@@ -58,6 +58,9 @@ class SampleGrid(L.Callback):
     """Every ``every_n_steps`` generator steps (and at the end of fit), samples G (EMA when present)
     on the module's fixed noise and writes ``<log_dir>/samples/step_XXXXXXX.png``; also logs the image
     to W&B / TensorBoard loggers. 2D data gets a scatter plot of ``num_points`` samples instead.
+
+    While a model grows (``model.growth``), a grid is also written at the end of every stage, and every
+    grid's name gives the resolution G ran at: ``step_XXXXXXX_16x16.png`` (upsampled to the data's size).
     """
 
     def __init__(self, every_n_steps: int = 500, nrow: int = 8, num_points: int = 2500) -> None:
@@ -68,7 +71,10 @@ class SampleGrid(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         step = trainer.global_step
-        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+        growth = getattr(pl_module, "growth", None)
+        stage_end = growth is not None and step in growth.stage_ends()
+        periodic = self.every_n_steps > 0 and step % self.every_n_steps == 0
+        if (periodic or stage_end) and step != self._last_step:
             self.write(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -84,7 +90,11 @@ class SampleGrid(L.Callback):
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, log_dir: Path) -> Path:
         # Rank 0 only is safe here: sampling is eval mode (no SyncBN collective) and no metric is computed.
         step = trainer.global_step
-        out = log_dir / "samples" / f"step_{step:07d}.png"
+        name = f"step_{step:07d}"
+        if getattr(pl_module, "growth", None) is not None:
+            res = 4 * 2**pl_module.generator.stage
+            name += f"_{res}x{res}"
+        out = log_dir / "samples" / f"{name}.png"
         if len(pl_module.data_shape) == 3:
             path = save_grid(
                 pl_module.sample(pl_module.fixed_noise, pl_module.fixed_labels).cpu(), out, self.nrow

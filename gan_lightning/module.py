@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from gan_lightning.checkpoints import CHECKPOINT_FORMAT, migrate_state_dict
 from gan_lightning.d_path import DiscriminatorPath, packed_shape
 from gan_lightning.errors import ConfigError
+from gan_lightning.growing import Growth
 from gan_lightning.latents import LatentPrior, Normal
 from gan_lightning.losses import GANLoss, NonSaturating
 from gan_lightning.nets.g_layers import GLayer, set_generator_step
@@ -103,6 +104,8 @@ class GANModule(UpdateSteps, L.LightningModule):
             (:mod:`gan_lightning.tricks.g_objectives`); ``None``: off.
         g_orthogonal_reg: beta of BigGAN's orthogonal regularization of G's weights
             (:func:`~gan_lightning.nets.orthogonal_penalty`; BigGAN: 1e-4); 0: off.
+        growth: progressive growing's stage schedule (:class:`~gan_lightning.growing.Growth`), for
+            networks that grow (PGGAN's); ``None``: the networks run at the data's size.
         data_shape: shape of one sample; linked from the data module by the CLI.
         num_classes: classes of the data's labels; linked from the data module by the CLI.
     """
@@ -133,6 +136,7 @@ class GANModule(UpdateSteps, L.LightningModule):
         historical_averaging: HistoricalAveraging | None = None,
         unrolled: UnrolledD | None = None,
         g_orthogonal_reg: float = 0.0,
+        growth: Growth | None = None,
         data_shape: tuple[int, ...] = (1, 32, 32),
         num_classes: int = 0,
     ) -> None:
@@ -195,6 +199,13 @@ class GANModule(UpdateSteps, L.LightningModule):
         else:
             avg_fn = ema_with_warmup(ema_decay) if ema_warmup else get_ema_multi_avg_fn(ema_decay)
             self.generator_ema = AveragedModel(self.generator, multi_avg_fn=avg_fn, use_buffers=True)
+        self.growth = growth.bind(self.generator, self.discriminator) if growth is not None else None
+        if self.growth is not None:
+            if replay is not None:
+                raise ConfigError(
+                    "model.replay keeps fakes of one size, so it cannot follow model.growth; drop one"
+                )
+            self._grow_to(*self.growth.at(0))
         # Buffers, so they are saved in checkpoints and follow the module across devices.
         self.latent = latent or Normal()
         fixed = self.draw_latents(num_fixed_samples, torch.Generator().manual_seed(0))
@@ -224,19 +235,28 @@ class GANModule(UpdateSteps, L.LightningModule):
     def _generate(self, g: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
         return g(z, y) if self.num_classes else g(z)
 
+    def _grow_to(self, stage: int, alpha: float) -> None:
+        """Run G, its EMA copy and D at ``stage`` with fade-in ``alpha`` (progressive growing)."""
+        nets = [self.generator, self.discriminator]
+        nets += [self.generator_ema.module] if getattr(self, "generator_ema", None) is not None else []
+        for net in nets:
+            net.stage, net.alpha = stage, alpha
+
     @torch.no_grad()
-    def sample(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+    def sample(self, z: Tensor, y: Tensor | None = None, native: bool = False) -> Tensor:
         """Samples in data space from noise ``z`` (eval mode, EMA weights when present). A conditional
-        model takes labels ``y``; without them it samples class-balanced labels."""
+        model takes labels ``y``; without them it samples class-balanced labels. While growing, samples
+        are upsampled to the data's size (nearest), unless ``native`` asks for the stage's own size."""
         if self.num_classes and y is None:
             y = self.balanced_labels(len(z))
         g = self.sampling_generator
         was_training = g.training
         g.eval()
         try:
-            return self._generate(g, z, y.to(z.device) if y is not None else None)
+            x = self._generate(g, z, y.to(z.device) if y is not None else None)
         finally:
             g.train(was_training)
+        return x if self.growth is None or native else Growth.full_size(x, self.data_shape[-1])
 
     @property
     def rng(self) -> torch.Generator:
@@ -279,6 +299,11 @@ class GANModule(UpdateSteps, L.LightningModule):
     # --- the update loop -----------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real_all, labels_all = batch
+        if self.growth is not None:  # this step's stage and fade-in, and the reals at its size
+            stage, alpha = self.growth.at(self.global_step)
+            self._grow_to(stage, alpha)
+            real_all = Growth.reals(real_all, stage, alpha)
+            self.log_dict({"growth/stage": float(stage), "growth/alpha": alpha})
         g_opt, d_opt = self.optimizers()
         k = self.schedule.d_steps(self.global_step)
         if len(real_all) % k:
@@ -324,7 +349,9 @@ class GANModule(UpdateSteps, L.LightningModule):
         rng = torch.Generator(device=self.device).manual_seed(10_007 + batch_idx)
         z = self.draw_latents(len(real), rng)
         y_fake = self.balanced_labels(len(real)) if self.num_classes else None
-        fake = self.sample(z, y_fake)
+        fake = self.sample(z, y_fake, native=True)
+        if self.growth is not None:  # D at the stage the last G step trained
+            real = Growth.reals(real, self.generator.stage, self.generator.alpha)
         if self.d_path.pack > 1 and len(real) % self.d_path.pack:  # a short last batch: drop the tail
             keep = len(real) - len(real) % self.d_path.pack
             if keep == 0:
@@ -361,3 +388,5 @@ class GANModule(UpdateSteps, L.LightningModule):
             checkpoint["state_dict"].setdefault(key, torch.zeros((), dtype=torch.long))
         self._noise_rng_state = checkpoint.get("noise_rng_state")
         self._noise_rng = None
+        if self.growth is not None:  # the stage the last saved G step trained (sample, evaluate, resume)
+            self._grow_to(*self.growth.at(max(int(checkpoint.get("global_step", 0)) - 1, 0)))

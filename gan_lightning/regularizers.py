@@ -193,6 +193,24 @@ class DRAGANPenalty(Regularizer):
         return (grad.norm(2, dim=1) - self.k).pow(2).mean()
 
 
+class DriftPenalty(Regularizer):
+    """PGGAN's drift term (Karras et al. 2018, appendix A.1): ``E_x[D(x)^2]`` on real data, with weight
+    eps_drift = 0.001, keeps a WGAN critic's scores from drifting away from 0 (its loss only sees their
+    differences). Linear critic: mean((w.x + b)^2).
+
+    Args:
+        weight: eps_drift.
+        every: lazy-regularization period.
+    """
+
+    def __init__(self, weight: float = 0.001, every: int = 1) -> None:
+        super().__init__(weight=weight, every=every)
+
+    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        out = discriminator(real)
+        return out.to(torch.promote_types(out.dtype, torch.float32)).pow(2).mean()  # fp32 under AMP
+
+
 class WeightClipping(Regularizer):
     """WGAN weight clipping (Arjovsky et al. 2017): every D parameter is clamped to [-clip, clip].
 

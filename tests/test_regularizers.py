@@ -16,6 +16,7 @@ from gan_lightning.regularizers import (
     R1,
     R2,
     DRAGANPenalty,
+    DriftPenalty,
     GradientPenalty,
     Regularizer,
     WeightClipping,
@@ -67,6 +68,15 @@ def test_penalty_matches_closed_form_for_linear_critic(reg: Regularizer, expecte
     penalty = reg.penalty(linear_critic(), batch(seed=1), batch(seed=2, shift=3.0))
     assert penalty.dim() == 0
     assert penalty.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_drift_penalty_is_the_mean_squared_real_score_of_a_linear_critic() -> None:
+    real = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    # scores w.x + b with w = (3, -4), b = 0.7: 3.7, -3.3, -0.3 -> mean of squares (13.69 + 10.89 + 0.09) / 3
+    reg = DriftPenalty()
+    assert reg.penalty(linear_critic(), real, real + 5.0).item() == pytest.approx(24.67 / 3, rel=1e-12)
+    scaled = reg.scaled_penalty(linear_critic(), real, real).item()
+    assert scaled == pytest.approx(0.001 * 24.67 / 3, rel=1e-12)
 
 
 def test_wgan_gp_matches_closed_form_for_linear_critic_on_image_shaped_inputs() -> None:

@@ -5,8 +5,9 @@
 * D: ``h = alpha * block_s(fromRGB_s(x)) + (1 - alpha) * fromRGB_{s-1}(avgpool(x))``.
 
 ``stage`` and ``alpha`` are plain attributes, not buffers (an EMA of G would average a float buffer):
-whoever runs the growing schedule sets them from the generator step, which makes them exact on resume.
-The defaults (last stage, alpha 1) give a fixed-size PGGAN. Equalized learning rate, pixel norm in G
+the GANModule sets them on G, its EMA copy and D from the generator step, through ``model.growth``
+(:class:`gan_lightning.growing.Growth`), which makes them exact on resume. Without a growth schedule the
+defaults (last stage, alpha 1) give a fixed-size PGGAN. Equalized learning rate, pixel norm in G
 and minibatch-std in D, LeakyReLU(0.2), no output activation, as in the paper.
 """
 
@@ -91,7 +92,7 @@ class PGGANGenerator(nn.Module):
             EqualizedConv2d(_width(width, s), channels, 1, gain=1.0) for s in range(n + 1)
         )
         self.norm, self.act = PixelNorm(), nn.LeakyReLU(0.2)
-        self.stage, self.alpha = n, 1.0
+        self.num_stages, self.stage, self.alpha = n + 1, n, 1.0
 
     def _block(self, convs: nn.ModuleList, h: Tensor) -> Tensor:
         h = F.interpolate(h, scale_factor=2.0, mode="nearest")
@@ -169,7 +170,7 @@ class PGGANDiscriminator(nn.Module):
         k = minibatch_discrimination
         self.minibatch_discrimination = MinibatchDiscrimination(c0, k) if k else None
         self.head = DiscriminatorHead(c0 + k, num_classes, conditioning)
-        self.stage, self.alpha = n, 1.0
+        self.num_stages, self.stage, self.alpha = n + 1, n, 1.0
 
     def grown_input(self, x: Tensor) -> Tensor:
         """The newest stage's output, faded with the previous stage's fromRGB of the pooled image."""
