@@ -160,7 +160,7 @@ class HealthMonitor(L.Callback):
                 values["scores/wasserstein"] = real.mean() - fake.mean()
         if values:
             pl_module.log_dict(values)
-        logged = trainer.callback_metrics  # this step's loss values, logged by the module
+        logged = getattr(pl_module, "step_values", {})  # this step's values, kept by the module
         for key in ("loss/G/main", "loss/D/main"):
             if key in logged:
                 values[key] = logged[key]

@@ -221,6 +221,7 @@ class GANModule(UpdateSteps, L.LightningModule):
         self._has_g_layers = any(isinstance(m, GLayer) for m in self.generator.modules())
         self._noise_rng: torch.Generator | None = None
         self._noise_rng_state: Tensor | None = None
+        self.step_values: dict[str, Tensor | float] = {}  # the last G step's logged values (see record)
 
     # --- sampling ------------------------------------------------------------------------------
     @property
@@ -299,11 +300,13 @@ class GANModule(UpdateSteps, L.LightningModule):
     # --- the update loop -----------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real_all, labels_all = batch
+        self.step_values = {}
         if self.growth is not None:  # this step's stage and fade-in, and the reals at its size
             stage, alpha = self.growth.at(self.global_step)
             self._grow_to(stage, alpha)
             real_all = Growth.reals(real_all, stage, alpha)
-            self.log_dict({"growth/stage": float(stage), "growth/alpha": alpha})
+            self.record("growth/stage", float(stage))
+            self.record("growth/alpha", alpha)
         g_opt, d_opt = self.optimizers()
         k = self.schedule.d_steps(self.global_step)
         if len(real_all) % k:
@@ -336,7 +339,28 @@ class GANModule(UpdateSteps, L.LightningModule):
             scheduler.step()
         for transform in self.d_transforms:
             for key, value in getattr(transform, "log_values", dict)().items():
-                self.log(key, value)
+                self.record(key, value)
+        self._log_step_values()
+
+    # --- logging -------------------------------------------------------------------------------
+    def record(self, name: str, value: Tensor | float) -> None:
+        """Keep a value of this G step for the loggers (the last one wins, as in Lightning's per-step
+        logging); :attr:`step_values` holds them all until the next step."""
+        self.step_values[name] = value.detach() if isinstance(value, Tensor) else value
+
+    def _log_step_values(self) -> None:
+        """Hand the step's values to ``self.log`` once, and only on the G steps the loggers write
+        (every ``log_every_n_steps``, Lightning's rule): each ``self.log`` call costs about as much as a
+        small MLP's forward, and on the other steps Lightning drops its value (docs/overhead.md).
+        G's loss also goes to the progress bar, when there is one, on every step."""
+        trainer, values = self.trainer, dict(self.step_values)
+        if trainer.progress_bar_callback is not None and "loss/G/main" in values:
+            self.log("loss/G/main", values.pop("loss/G/main"), prog_bar=True)
+        every = trainer.log_every_n_steps
+        # global_step has counted this step's G update: the logger writes when it is a multiple
+        due = every > 0 and self.global_step % every == 0
+        if values and (due or trainer.should_stop or trainer.fast_dev_run):
+            self.log_dict(values)
 
     def _lr_schedulers(self) -> list:
         schedulers = self.lr_schedulers()

@@ -41,7 +41,7 @@ class UpdateSteps:
             if reg.is_due(d_step):
                 reg.generator, reg.scaler = self.rng, grad_scaler(self.trainer)
                 term = reg.scaled_penalty(self.d_path.scorer(y), real, fake)
-                self.log(f"loss/D/{type(reg).__name__.lower()}", term)
+                self.record(f"loss/D/{type(reg).__name__.lower()}", term)
                 loss = loss + term
         return loss
 
@@ -51,7 +51,7 @@ class UpdateSteps:
         if out.class_logits is None or y is None:
             return loss
         term = F.cross_entropy(out.class_logits, y)
-        self.log(f"loss/{who}/acgan", term)
+        self.record(f"loss/{who}/acgan", term)
         return loss + self.acgan_weight * term
 
     def _weight_penalties(self, loss: Tensor, name: str) -> Tensor:
@@ -60,11 +60,11 @@ class UpdateSteps:
         net = self.generator if name == "g" else self.discriminator
         penalty = self.historical_averaging.penalty(name, net) if self.historical_averaging else None
         if penalty is not None:
-            self.log(f"loss/{name.upper()}/historical_averaging", penalty)
+            self.record(f"loss/{name.upper()}/historical_averaging", penalty)
             loss = loss + penalty
         if name == "g" and self.g_orthogonal_reg:
             term = orthogonal_penalty(self.generator)
-            self.log("loss/G/orthogonal", term)
+            self.record("loss/G/orthogonal", term)
             loss = loss + self.g_orthogonal_reg * term
         return loss
 
@@ -86,7 +86,7 @@ class UpdateSteps:
         if scaler is not None:
             count = self.d_steps_skipped if who == "D" else self.g_steps_skipped
             count += int(skipped)
-            self.log(f"amp/skipped_steps/{who}", count.float())
+            self.record(f"amp/skipped_steps/{who}", count.float())
 
     def _finish_d_step(self, d_opt: LightningOptimizer, real_out: Tensor, fake_out: Tensor) -> None:
         self._step(d_opt, "D")
@@ -98,7 +98,8 @@ class UpdateSteps:
             if hasattr(transform, "observe_real_scores"):
                 transform.observe_real_scores(real_scores)
         self.last_d_scores = (real_scores, fake_scores)  # read by HealthMonitor (D's accuracy)
-        self.log_dict({"scores/real": real_scores.mean(), "scores/fake": fake_scores.mean()})
+        self.record("scores/real", real_scores.mean())
+        self.record("scores/fake", fake_scores.mean())
 
     def _fakes_for_d(self, n: int) -> tuple[Tensor, Tensor | None]:
         """A fresh fake batch for a D update (no graph to G), mixed with replayed past fakes if configured."""
@@ -120,7 +121,7 @@ class UpdateSteps:
             if hasattr(self.loss, "generator"):  # random label-smoothing targets and flips
                 self.loss.generator = self.rng
             loss = self.loss.d_loss(real_out.scores, fake_out.scores)
-            self.log("loss/D/main", loss)
+            self.record("loss/D/main", loss)
             main = self._acgan(loss, real_out, y_real, "D")
             loss = self._weight_penalties(self._regularize(main, real_in, fake_in, y_real), "d")
             self._check_finite(loss, "D", main)
@@ -143,7 +144,7 @@ class UpdateSteps:
                 else (None,) * 3
             )
             loss = self.loss.g_loss(fake_out.scores, real_out.scores if self.loss.g_loss_uses_real else None)
-            self.log("loss/G/main", loss, prog_bar=True)
+            self.record("loss/G/main", loss)
             if self.unrolled is not None:
                 d_opt = self.optimizers()[1].optimizer
                 loss = self.unrolled.g_loss(
@@ -156,10 +157,10 @@ class UpdateSteps:
                     y_real,
                     y_in,
                 )
-                self.log("loss/G/unrolled", loss)
+                self.record("loss/G/unrolled", loss)
             if self.feature_matching is not None:
                 distance = self.feature_matching.distance(self.discriminator, real_in, fake_in, y_real, y_in)
-                self.log("loss/G/feature_matching", distance)
+                self.record("loss/G/feature_matching", distance)
                 loss = self.feature_matching.combine(loss, distance)
             loss = self._weight_penalties(self._acgan(loss, fake_out, y_fake, "G"), "g")
             self._check_finite(loss, "G")
@@ -190,13 +191,13 @@ class UpdateSteps:
         if self.feature_matching is not None:  # the same stop-gradient form: D's gradients cancel
             fm = self.feature_matching
             distance = fm.distance(self.discriminator, real_in, fake_in, y_real, y_in)
-            self.log("loss/G/feature_matching", distance.detach())
+            self.record("loss/G/feature_matching", distance)
             g_term = fm.combine(
                 g_term, distance - fm.distance(self.discriminator, real_in, fake_in_sg, y_real, y_in)
             )
         g_term = self._weight_penalties(g_term, "g")
-        self.log("loss/D/main", d_loss)
-        self.log("loss/G/main", g_loss.detach(), prog_bar=True)
+        self.record("loss/D/main", d_loss)
+        self.record("loss/G/main", g_loss)
         d_main = self._acgan(d_loss, real_out, y_real, "D")
         d_loss = self._weight_penalties(self._regularize(d_main, real_in, fake_in_sg, y_real), "d")
         loss = d_loss + self.simultaneous_g_weight * g_term
@@ -224,15 +225,15 @@ class UpdateSteps:
         real_scores, fake_scores = out.scores.split([len(real_in), len(leaf)])
         d_loss = self.loss.d_loss(real_scores, fake_scores)
         g_loss = self.loss.g_loss(fake_scores, real_scores)
-        self.log("loss/D/main", d_loss)
-        self.log("loss/G/main", g_loss, prog_bar=True)
+        self.record("loss/D/main", d_loss)
+        self.record("loss/G/main", g_loss)
         if out.class_logits is not None:
             real_logits, fake_logits = out.class_logits.split([len(real_in), len(leaf)])
             d_loss = self._acgan(d_loss, DOutput(real_scores, real_logits), y_real, "D")
             g_loss = self._acgan(g_loss, DOutput(fake_scores, fake_logits), y_fake, "G")
         if self.feature_matching is not None:
             distance = self.feature_matching.distance(self.discriminator, real_in, leaf, y_real, y_in)
-            self.log("loss/G/feature_matching", distance.detach())
+            self.record("loss/G/feature_matching", distance)
             g_loss = self.feature_matching.combine(g_loss, distance)
         d_main = d_loss
         d_loss = self._weight_penalties(self._regularize(d_main, real_in, leaf.detach(), y_real), "d")

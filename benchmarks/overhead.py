@@ -1,0 +1,211 @@
+"""The framework tax: the project's ``fit`` against a plain PyTorch loop of the same GAN, in one process.
+
+    python benchmarks/overhead.py --steps 300 --rounds 5 --threads 1
+
+For each model (the quickstart DCGAN at batch 64; the 2D grid MLP of ``configs/toy/grid.yaml`` at batch
+256) and each order (D-first, simultaneous), both loops train the same networks (one copy of the
+CLI-built G and D each), with the same loss (non-saturating), optimizers, EMA, batch and order:
+
+* **project**: ``Trainer.fit`` of the CLI-built module, validation, sample grids and checkpoints off,
+  a CSV logger at the config's ``log_every_n_steps``, the default callbacks (health monitor included);
+* **plain**: a hand-written loop over the same in-memory tensors (already in [-1, 1]), a random
+  permutation per epoch, ``torch.randn`` noise, ``zero_grad``/``backward``/``step``.
+
+Rounds are interleaved (project, plain, next model, ...) so that drift in the machine's load hits both
+alike; each timing starts after ``--warmup`` steps. The ratio is project / plain throughput per round;
+the table gives the median. ``--profile`` adds a cProfile summary of one project run per row: the
+functions where the time per G step goes, outside the networks' own forward and backward.
+Writes docs/overhead.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import cProfile
+import io
+import logging
+import platform
+import pstats
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from common import ROOT, build
+from throughput import Timer
+from torch.optim.swa_utils import AveragedModel
+
+from gan_lightning.module import ema_with_warmup
+
+MODELS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "quickstart DCGAN, batch 64": (["quickstart.yaml"], {}),
+    "2D grid MLP, batch 256": (["toy/grid.yaml"], {}),
+}
+ORDERS = ["d_first", "simultaneous"]
+
+
+def _cli(model: str, order: str, max_steps: int, log_dir: str):
+    configs, overrides = MODELS[model]
+    return build(
+        configs,
+        {
+            **overrides,
+            "--model.order": order,
+            "--trainer.max_steps": str(max_steps),
+            "--trainer.accelerator": "cpu",
+            "--trainer.default_root_dir": log_dir,
+            "--trainer.logger": "lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir": log_dir,
+            "--trainer.val_check_interval": "null",
+            "--trainer.check_val_every_n_epoch": "null",
+        },
+        trainer_defaults={"callbacks": []},
+    )
+
+
+def project_rate(model: str, order: str, steps: int, warmup: int, profile: cProfile.Profile | None = None) -> float:
+    """Generator steps per second of the project's fit, after ``warmup`` steps (under ``profile``)."""
+    with tempfile.TemporaryDirectory() as log_dir:
+        cli = _cli(model, order, steps + warmup, log_dir)
+        timer = Timer(warmup)
+        cli.trainer.callbacks.append(timer)
+        if profile is None:
+            cli.trainer.fit(cli.model, cli.datamodule)
+        else:
+            profile.runcall(cli.trainer.fit, cli.model, cli.datamodule)
+    return timer.steps / timer.seconds
+
+
+class PlainLoop:
+    """The same GAN as a researcher's own loop: no framework, nothing logged."""
+
+    def __init__(self, model: str, order: str) -> None:
+        with tempfile.TemporaryDirectory() as log_dir:
+            cli = _cli(model, order, 1, log_dir)
+        module, dm = cli.model, cli.datamodule
+        dm.setup("fit")
+        data = dm.splits["train"].data
+        self.data = data.float() / 127.5 - 1.0 if data.dtype == torch.uint8 else data.float()
+        self.batch, self.order = dm.batch_size, order
+        self.g, self.d = copy.deepcopy(module.generator), copy.deepcopy(module.discriminator)
+        self.g_opt, self.d_opt = module._g_opt_factory(self.g.parameters()), module._d_opt_factory(self.d.parameters())
+        decay = module.hparams.ema_decay
+        self.ema = None if decay is None else AveragedModel(self.g, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
+        self.latent_dim, self.perm, self.pos = module.latent_dim, torch.randperm(len(self.data)), 0
+
+    def real(self) -> torch.Tensor:
+        if self.pos + self.batch > len(self.perm):
+            self.perm, self.pos = torch.randperm(len(self.data)), 0
+        idx = self.perm[self.pos : self.pos + self.batch]
+        self.pos += self.batch
+        return self.data[idx]
+
+    def step(self) -> None:
+        real, n = self.real(), self.batch
+        if self.order == "d_first":
+            with torch.no_grad():
+                fake = self.g(torch.randn(n, self.latent_dim))
+            d_loss = F.softplus(-self.d(real)).mean() + F.softplus(self.d(fake)).mean()
+            self.d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.d_opt.step()
+            g_loss = F.softplus(-self.d(self.g(torch.randn(n, self.latent_dim)))).mean()
+            self.g_opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.g_opt.step()
+        else:  # one backward: D's loss on the detached fakes, G's through D held fixed (stop-gradient)
+            fake = self.g(torch.randn(n, self.latent_dim))
+            real_out, fake_sg, fake_out = self.d(real), self.d(fake.detach()), self.d(fake)
+            d_loss = F.softplus(-real_out).mean() + F.softplus(fake_sg).mean()
+            g_term = F.softplus(-fake_out).mean() - F.softplus(-fake_sg).mean()
+            self.d_opt.zero_grad(set_to_none=True)
+            self.g_opt.zero_grad(set_to_none=True)
+            (d_loss + g_term).backward()
+            self.d_opt.step()
+            self.g_opt.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.g)
+
+    def rate(self, steps: int, warmup: int) -> float:
+        for _ in range(warmup):
+            self.step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return steps / (time.perf_counter() - start)
+
+
+def hot_spots(stats: pstats.Stats, steps: int, top: int = 12) -> list[str]:
+    """The functions with the most own time (ms per G step), the networks' ops included for scale."""
+    out = io.StringIO()
+    stats.stream = out
+    stats.sort_stats("tottime")
+    rows = []
+    for (file, line, name), (_, calls, tottime, cumtime, _) in sorted(
+        stats.stats.items(), key=lambda kv: -kv[1][2]
+    )[:top]:
+        where = f"{Path(file).name}:{line}" if line else file
+        rows.append(f"| `{name}` ({where}) | {calls / steps:.1f} | {1e3 * tottime / steps:.3f} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/overhead.md")
+    a = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(a.threads)
+    rows = [(m, o) for m in MODELS for o in ORDERS]
+    loops = {row: PlainLoop(*row) for row in rows}
+    project: dict[tuple, list[float]] = {row: [] for row in rows}
+    plain: dict[tuple, list[float]] = {row: [] for row in rows}
+    for r in range(a.rounds):
+        for row in rows:
+            project[row].append(project_rate(*row, a.steps, a.warmup))
+            plain[row].append(loops[row].rate(a.steps, a.warmup))
+            ratio = project[row][-1] / plain[row][-1]
+            print(f"round {r}: {row}: project {project[row][-1]:.1f}, plain {plain[row][-1]:.1f} G steps/s, ratio {ratio:.3f}", flush=True)
+    lines = [
+        "# The framework tax: project against a plain PyTorch loop",
+        "",
+        f"Command: `python benchmarks/overhead.py --steps {a.steps} --warmup {a.warmup} --rounds {a.rounds} "
+        f"--threads {a.threads}{' --profile' if a.profile else ''}`",
+        f"on CPU ({a.threads} thread(s)), {platform.machine()}, torch {torch.__version__}. Same networks, loss,",
+        "optimizers, EMA, batch and order in both; the project with a CSV logger at the config's",
+        "`log_every_n_steps` and its default callbacks, validation, grids and checkpoints off. The ratio is",
+        "project / plain G steps per second within one round; the median over the interleaved rounds.",
+        "",
+        "| model | order | plain (G steps/s) | project (G steps/s) | ratio (median) | ratio per round | ms per G step outside the plain loop |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, order in rows:
+        ratios = [p / q for p, q in zip(project[(model, order)], plain[(model, order)])]
+        p, q = statistics.median(project[(model, order)]), statistics.median(plain[(model, order)])
+        extra = 1e3 * (1 / p - 1 / q)
+        lines.append(
+            f"| {model} | {order} | {q:.1f} | {p:.1f} | {statistics.median(ratios):.3f} | "
+            f"{', '.join(f'{x:.3f}' for x in ratios)} | {extra:.2f} |"
+        )
+    if a.profile:
+        for row in rows:
+            prof = cProfile.Profile()
+            project_rate(*row, a.steps, a.warmup, profile=prof)
+            stats = pstats.Stats(prof)
+            lines += ["", f"### Profile: {row[0]}, {row[1]}", "", "| function (own time) | calls per G step | ms per G step |", "|---|---|---|"]
+            lines += hot_spots(stats, a.steps + a.warmup)
+    a.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
