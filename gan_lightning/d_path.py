@@ -44,6 +44,9 @@ class DiscriminatorPath:
         transforms: D-input transforms applied in order to every D input.
         pack: PacGAN's m (1: no packing).
         num_classes: classes D is conditioned on (0: unconditional).
+        compiled: ``torch.compile(discriminator)`` (same weights) for the loss's D forwards; the penalties
+            always run ``discriminator`` itself, since compiled graphs cannot be differentiated twice
+            (PyTorch #91469: "torch.compile with aot_autograd does not currently support double backward").
     """
 
     def __init__(
@@ -52,12 +55,14 @@ class DiscriminatorPath:
         transforms: Sequence[nn.Module] = (),
         pack: int = 1,
         num_classes: int = 0,
+        compiled: nn.Module | None = None,
     ) -> None:
         if pack < 1:
             raise ConfigError(f"model.pack must be >= 1, got {pack}")
         if pack > 1 and num_classes:
             raise ConfigError("PacGAN packing of a class-conditional D is not supported; set model.pack 1")
         self.discriminator = discriminator
+        self.compiled = compiled
         self.transforms = transforms
         self.pack = pack
         self.num_classes = num_classes
@@ -72,14 +77,17 @@ class DiscriminatorPath:
             x = transform(x, generator)
         return pack(x, self.pack), y
 
-    def scores(self, x: Tensor, y: Tensor | None = None, with_logits: bool = False) -> DOutput:
-        """D on prepared inputs."""
+    def scores(
+        self, x: Tensor, y: Tensor | None = None, with_logits: bool = False, eager: bool = False
+    ) -> DOutput:
+        """D on prepared inputs (compiled when there is a compiled D, unless ``eager``)."""
         d = self.discriminator
         if self.num_classes and y is None:
             raise ConfigError("this D is class-conditional: it needs labels with every input")
         if with_logits and self.acgan:
             h = d.features(x, y)
             return DOutput(d.head(h, y), d.head.classify(h))
+        d = self.compiled if self.compiled is not None and not eager else d
         return DOutput(d(x, y) if self.num_classes else d(x))
 
     def run(
@@ -91,4 +99,4 @@ class DiscriminatorPath:
 
     def scorer(self, y: Tensor | None) -> Callable[[Tensor], Tensor]:
         """D's scores as a function of prepared inputs with fixed labels: what the penalties differentiate."""
-        return lambda x: self.scores(x, y).scores
+        return lambda x: self.scores(x, y, eager=True).scores

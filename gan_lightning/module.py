@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -26,7 +27,7 @@ from gan_lightning.growing import Growth
 from gan_lightning.latents import LatentPrior, Normal
 from gan_lightning.losses import GANLoss, NonSaturating
 from gan_lightning.nets.g_layers import GLayer, set_generator_step
-from gan_lightning.regularizers import Regularizer
+from gan_lightning.regularizers import DriftPenalty, Regularizer, WeightClipping
 from gan_lightning.schedules import DSteps, FixedDSteps
 from gan_lightning.tricks.g_objectives import FeatureMatching, HistoricalAveraging, UnrolledD
 from gan_lightning.updates import UpdateSteps
@@ -35,6 +36,7 @@ NetworkFactory = Callable[[tuple[int, ...], int], nn.Module]  # (data_shape, num
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 UpdateOrder = Literal["d_first", "g_first", "simultaneous", "fused"]
+_NO_INPUT_GRAD = (DriftPenalty, WeightClipping)  # regularizers that never differentiate D w.r.t. its input
 
 
 def _dcgan_adam(params: Iterable) -> torch.optim.Optimizer:
@@ -104,6 +106,12 @@ class GANModule(UpdateSteps, L.LightningModule):
             (:mod:`gan_lightning.tricks.g_objectives`); ``None``: off.
         g_orthogonal_reg: beta of BigGAN's orthogonal regularization of G's weights
             (:func:`~gan_lightning.nets.orthogonal_penalty`; BigGAN: 1e-4); 0: off.
+        compile_generator, compile_discriminator: run G's and D's training forwards through
+            ``torch.compile`` (same weights; the EMA copy, sampling and the penalties' double backward stay
+            eager, see :class:`~gan_lightning.d_path.DiscriminatorPath`).
+        compile_options: keyword arguments of ``torch.compile`` (``mode``, ``backend``, ``dynamic``, ...).
+        channels_last: G, its EMA copy and D (their 4-D weights), and the real batches, in channels-last
+            memory format (faster convolutions on GPUs with tensor cores, and on many CPUs).
         growth: progressive growing's stage schedule (:class:`~gan_lightning.growing.Growth`), for
             networks that grow (PGGAN's); ``None``: the networks run at the data's size.
         data_shape: shape of one sample; linked from the data module by the CLI.
@@ -136,6 +144,10 @@ class GANModule(UpdateSteps, L.LightningModule):
         historical_averaging: HistoricalAveraging | None = None,
         unrolled: UnrolledD | None = None,
         g_orthogonal_reg: float = 0.0,
+        compile_generator: bool = False,
+        compile_discriminator: bool = False,
+        compile_options: dict[str, Any] | None = None,
+        channels_last: bool = False,
         growth: Growth | None = None,
         data_shape: tuple[int, ...] = (1, 32, 32),
         num_classes: int = 0,
@@ -172,7 +184,31 @@ class GANModule(UpdateSteps, L.LightningModule):
                 f"(got {order!r})"
             )
         self.acgan_weight = acgan_weight
-        self.d_path = DiscriminatorPath(self.discriminator, self.d_transforms, pack, self.num_classes)
+        if channels_last and len(self.data_shape) != 3:
+            raise ConfigError("model.channels_last is for image data (C, H, W); set it false for this data")
+        self.channels_last = channels_last
+        if channels_last:  # before the EMA copy is made, so that it inherits the format
+            self.generator.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
+        # compiled forwards share the networks' weights; kept out of the module tree (not saved twice)
+        self._compiled = {
+            name: torch.compile(net, **(compile_options or {}))
+            for name, net, on in (
+                ("g", self.generator, compile_generator),
+                ("d", self.discriminator, compile_discriminator),
+            )
+            if on
+        }
+        if compile_discriminator and any(
+            reg.weight and not isinstance(reg, _NO_INPUT_GRAD) for reg in regularizers or []
+        ):
+            rank_zero_warn(
+                "model.compile_discriminator: the gradient penalties run D uncompiled (torch.compile cannot "
+                "differentiate twice, PyTorch #91469); the loss's D forwards are compiled"
+            )
+        self.d_path = DiscriminatorPath(
+            self.discriminator, self.d_transforms, pack, self.num_classes, compiled=self._compiled.get("d")
+        )
         self.latent_dim: int = getattr(self.generator, "latent_dim", 0)
         if self.latent_dim < 1:
             raise ConfigError(f"{type(self.generator).__name__} must set a positive `latent_dim` attribute")
@@ -234,6 +270,7 @@ class GANModule(UpdateSteps, L.LightningModule):
         return torch.arange(n, device=self.device) % max(self.num_classes, 1)
 
     def _generate(self, g: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
+        g = self._compiled.get("g", g) if g is self.generator else g  # training G: compiled when asked
         return g(z, y) if self.num_classes else g(z)
 
     def _grow_to(self, stage: int, alpha: float) -> None:
@@ -301,6 +338,8 @@ class GANModule(UpdateSteps, L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real_all, labels_all = batch
         self.step_values = {}
+        if self.channels_last:
+            real_all = real_all.contiguous(memory_format=torch.channels_last)
         if self.growth is not None:  # this step's stage and fade-in, and the reals at its size
             stage, alpha = self.growth.at(self.global_step)
             self._grow_to(stage, alpha)
