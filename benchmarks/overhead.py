@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
-import io
 import logging
 import platform
 import pstats
@@ -67,7 +66,9 @@ def _cli(model: str, order: str, max_steps: int, log_dir: str):
     )
 
 
-def project_rate(model: str, order: str, steps: int, warmup: int, profile: cProfile.Profile | None = None) -> float:
+def project_rate(
+    model: str, order: str, steps: int, warmup: int, profile: cProfile.Profile | None = None
+) -> float:
     """Generator steps per second of the project's fit, after ``warmup`` steps (under ``profile``)."""
     with tempfile.TemporaryDirectory() as log_dir:
         cli = _cli(model, order, steps + warmup, log_dir)
@@ -92,9 +93,16 @@ class PlainLoop:
         self.data = data.float() / 127.5 - 1.0 if data.dtype == torch.uint8 else data.float()
         self.batch, self.order = dm.batch_size, order
         self.g, self.d = copy.deepcopy(module.generator), copy.deepcopy(module.discriminator)
-        self.g_opt, self.d_opt = module._g_opt_factory(self.g.parameters()), module._d_opt_factory(self.d.parameters())
+        self.g_opt, self.d_opt = (
+            module._g_opt_factory(self.g.parameters()),
+            module._d_opt_factory(self.d.parameters()),
+        )
         decay = module.hparams.ema_decay
-        self.ema = None if decay is None else AveragedModel(self.g, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
+        self.ema = (
+            None
+            if decay is None
+            else AveragedModel(self.g, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
+        )
         self.latent_dim, self.perm, self.pos = module.latent_dim, torch.randperm(len(self.data)), 0
 
     def real(self) -> torch.Tensor:
@@ -141,11 +149,8 @@ class PlainLoop:
 
 def hot_spots(stats: pstats.Stats, steps: int, top: int = 12) -> list[str]:
     """The functions with the most own time (ms per G step), the networks' ops included for scale."""
-    out = io.StringIO()
-    stats.stream = out
-    stats.sort_stats("tottime")
     rows = []
-    for (file, line, name), (_, calls, tottime, cumtime, _) in sorted(
+    for (file, line, name), (_, calls, tottime, _, _) in sorted(
         stats.stats.items(), key=lambda kv: -kv[1][2]
     )[:top]:
         where = f"{Path(file).name}:{line}" if line else file
@@ -174,7 +179,10 @@ def main() -> None:
             project[row].append(project_rate(*row, a.steps, a.warmup))
             plain[row].append(loops[row].rate(a.steps, a.warmup))
             ratio = project[row][-1] / plain[row][-1]
-            print(f"round {r}: {row}: project {project[row][-1]:.1f}, plain {plain[row][-1]:.1f} G steps/s, ratio {ratio:.3f}", flush=True)
+            print(
+                f"round {r}: {row}: project {project[row][-1]:.1f}, plain {plain[row][-1]:.1f} G steps/s, ratio {ratio:.3f}",
+                flush=True,
+            )
     lines = [
         "# The framework tax: project against a plain PyTorch loop",
         "",
@@ -201,7 +209,13 @@ def main() -> None:
             prof = cProfile.Profile()
             project_rate(*row, a.steps, a.warmup, profile=prof)
             stats = pstats.Stats(prof)
-            lines += ["", f"### Profile: {row[0]}, {row[1]}", "", "| function (own time) | calls per G step | ms per G step |", "|---|---|---|"]
+            lines += [
+                "",
+                f"### Profile: {row[0]}, {row[1]}",
+                "",
+                "| function (own time) | calls per G step | ms per G step |",
+                "|---|---|---|",
+            ]
             lines += hot_spots(stats, a.steps + a.warmup)
     a.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
