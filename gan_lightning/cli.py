@@ -24,7 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 
-from gan_lightning import rundir
+from gan_lightning import distributed, rundir  # noqa: F401  (distributed: registers ddp_all_reduce)
 from gan_lightning.callbacks import GStepCheckpoint, SampleGrid
 from gan_lightning.checkpoints import clean_checkpoint_dir, read_checkpoint, warm_start
 from gan_lightning.data.base import GANDataModule
