@@ -23,10 +23,10 @@ import pytest
 import torch
 from conftest import ROOT, tiny_args
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.strategies import DDPStrategy
 
 from gan_lightning.callbacks import GStepCheckpoint, SLURMRequeue
 from gan_lightning.cli import GANCLI
+from gan_lightning.distributed import AllReduceDDPStrategy
 
 SBATCH = ROOT / "slurm" / "train.sbatch"
 RING = ROOT / "configs" / "toy" / "ring.yaml"
@@ -95,9 +95,8 @@ def test_cli_trainer_takes_ranks_and_world_size_from_slurm(no_slurm, tmp_path):
     assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (4, 3, 1, 1)
     assert env.main_address == "gpu07"  # the first node of the allocation
     assert env.main_port == 15000 + 4321  # from the job id: the same on every task, and after a requeue
-    # configs/trainer/slurm.yaml: DDP that allows unused parameters (G and D take separate backwards)
-    assert isinstance(trainer.strategy, DDPStrategy)
-    assert trainer.strategy._ddp_kwargs.get("find_unused_parameters") is True
+    # configs/trainer/slurm.yaml: DDP without the wrapper, each network's gradients averaged at its step
+    assert isinstance(trainer.strategy, AllReduceDDPStrategy)
     assert not trainer.progress_bar_callback
     ckpt = next(cb for cb in trainer.callbacks if isinstance(cb, GStepCheckpoint))
     assert ckpt._enable_version_counter is False  # no stale last.ckpt next to a last-v1.ckpt after a requeue
