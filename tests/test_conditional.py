@@ -9,6 +9,7 @@ from conftest import DIGITS_TINY, ROOT, run_cli, run_cli_subprocess, tiny_args
 from test_module import toy_data, toy_module, trainer
 from torch import nn
 
+from gan_lightning.checkpoints import read_checkpoint
 from gan_lightning.d_path import DiscriminatorPath, pack
 from gan_lightning.errors import ConfigError
 from gan_lightning.regularizers import R1, GradientPenalty
@@ -172,3 +173,29 @@ def test_d_side_tricks_compose_in_one_run_and_log_their_values(tmp_path):
     )
     metrics = (tmp_path / "lightning_logs/version_0/metrics.csv").read_text().splitlines()[0]
     assert "augment/p" in metrics and "loss/D/r1" in metrics
+
+
+@pytest.mark.slow
+def test_a_resumed_conditional_run_with_adaptive_augmentation_and_instance_noise_is_the_same_run(tmp_path):
+    """Labels, DiffAugment's adaptive p (target -1: it rises every step) and instance noise's sigma in
+    play: 2 + 2 steps == 4 steps."""
+    transforms = (
+        "[{class_path: gan_lightning.tricks.DiffAugment, init_args: {adaptive: true, target: -1.0, "
+        "adjust_every: 1, speed_kimg: 0.05}}, "
+        "{class_path: gan_lightning.tricks.InstanceNoise, init_args: {anneal_steps: 3}}]"
+    )
+    cfg = [*DIGITS_TINY, "--config", str(ROOT / "configs/experiment/conditional_digits.yaml")]
+    cfg += ["--model.generator.init_args.width", "8", "--model.discriminator.init_args.width", "8"]
+    cfg += ["--model.d_transforms", transforms]
+    run_cli(["fit", *cfg, *tiny_args(tmp_path / "full", max_steps=4)])
+    run_cli(["fit", *cfg, *tiny_args(tmp_path / "half", max_steps=2)])
+    half = tmp_path / "half/lightning_logs/version_0/checkpoints/last.ckpt"
+    run_cli(["fit", *cfg, *tiny_args(tmp_path / "resumed", max_steps=4), "--ckpt_path", str(half)])
+    first, full, resumed = (
+        read_checkpoint(tmp_path / f"{name}/lightning_logs/version_0/checkpoints/last.ckpt")["state_dict"]
+        for name in ("half", "full", "resumed")
+    )
+    assert full.keys() == resumed.keys()
+    assert all(torch.equal(v, resumed[k]) for k, v in full.items())
+    p = "d_transforms.0.p"
+    assert float(full[p]) > 0 and float(full[p]) != float(first[p])  # p moved, in both halves
