@@ -26,7 +26,9 @@ BEGIN, END = "<!-- results -->", "<!-- end results -->"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="the run's lightning_logs/version_N directory")
+    parser.add_argument(
+        "--run", type=Path, required=True, help="the run's lightning_logs/version_N directory"
+    )
     parser.add_argument("--doc", type=Path, default=ROOT / "docs/pggan_digits.md")
     parser.add_argument("--grid", type=Path, default=ROOT / "docs/pggan_digits_grid.png")
     a = parser.parse_args()
