@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gan_lightning.checkpoints import CHECKPOINT_FORMAT, migrate_state_dict
@@ -191,15 +192,21 @@ class GANModule(UpdateSteps, L.LightningModule):
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
         # compiled forwards share the networks' weights; kept out of the module tree (not saved twice)
+        wanted = {"g": (self.generator, compile_generator), "d": (self.discriminator, compile_discriminator)}
+        for name, (net, on) in wanted.items():
+            if on and any(parametrize.is_parametrized(m) for m in net.modules()):
+                # spectral norm's in-place power iteration breaks the compiled graph's backward
+                # ("modified by an inplace operation", torch 2.14): that network stays eager
+                rank_zero_warn(
+                    f"model.compile_{'generator' if name == 'g' else 'discriminator'}: this network uses "
+                    "spectral norm (a parametrization), whose in-place power iteration torch.compile's "
+                    "backward rejects; it runs uncompiled"
+                )
+                wanted[name] = (net, False)
         self._compiled = {
-            name: torch.compile(net, **(compile_options or {}))
-            for name, net, on in (
-                ("g", self.generator, compile_generator),
-                ("d", self.discriminator, compile_discriminator),
-            )
-            if on
+            name: torch.compile(net, **(compile_options or {})) for name, (net, on) in wanted.items() if on
         }
-        if compile_discriminator and any(
+        if "d" in self._compiled and any(
             reg.weight and not isinstance(reg, _NO_INPUT_GRAD) for reg in regularizers or []
         ):
             rank_zero_warn(

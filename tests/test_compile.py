@@ -96,3 +96,17 @@ def test_channels_last_on_2d_data_is_one_error_line(tmp_path):
         ]
     )
     assert "model.channels_last is for image data" in one_error_line(res)
+
+
+def test_a_spectral_norm_network_stays_uncompiled_with_one_warning():
+    """SN's in-place power iteration breaks the compiled backward ("modified by an inplace operation")."""
+    with pytest.warns(UserWarning, match="spectral norm") as caught:
+        module = GANModule(
+            lambda s, k: DCGANGenerator(s, k, width=8),
+            lambda s, k: DCGANDiscriminator(s, k, width=8, spectral_norm=True),
+            data_shape=(1, 28, 28),
+            compile_generator=True,
+            compile_discriminator=True,
+        )
+    assert sum("spectral norm" in str(w.message) for w in caught) == 1  # D only: this G has no SN
+    assert set(module._compiled) == {"g"} and module.d_path.compiled is None
