@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 from common import ROOT, build
-from mode_coverage import kept_analysis
+from mode_coverage import write_keeping_analysis
 
 from gan_lightning.data.toy2d import MIXTURE_STD, mixture_means
 from gan_lightning.metrics import mode_coverage
@@ -211,11 +211,7 @@ def write_doc(results: dict, a: argparse.Namespace, argv: str) -> None:
         "",
     ]
     path = a.docs / "grid_best.md"
-    analysis = kept_analysis(path)
-    if analysis:
-        i = lines.index("<!-- ANALYSIS -->")
-        lines[i : i + 2] = analysis[:1]
-    path.write_text("\n".join(lines))
+    write_keeping_analysis(path, lines)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,15 @@ def kept_analysis(path: Path) -> list[str]:
     return [text[start : end + len(ANALYSIS[1])], ""]
 
 
+def write_keeping_analysis(path: Path, lines: list[str]) -> None:
+    """Write the doc ``lines``, whose empty ANALYSIS marker pair takes the existing doc's hand-written block."""
+    analysis = kept_analysis(path)
+    if analysis:
+        i = lines.index(ANALYSIS[0])
+        lines[i : i + 2] = analysis[:1]
+    path.write_text("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000, help="generator steps per run")

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from common import ROOT, build
+from mode_coverage import ANALYSIS, write_keeping_analysis
 from throughput import Timer
 from torch.optim.swa_utils import AveragedModel
 
@@ -45,7 +46,6 @@ MODELS: dict[str, tuple[list[str], dict[str, str]]] = {
     "2D grid MLP, batch 256": (["toy/grid.yaml"], {}),
 }
 ORDERS = ["d_first", "simultaneous"]
-ANALYSIS = "<!-- analysis -->"
 
 
 def _cli(model: str, order: str, max_steps: int, log_dir: str):
@@ -218,9 +218,7 @@ def main() -> None:
                 "|---|---|---|",
             ]
             lines += hot_spots(stats, a.steps + a.warmup)
-    kept = a.out.read_text().split(ANALYSIS, 1) if a.out.exists() else []
-    analysis = ANALYSIS + kept[1] if len(kept) == 2 else ""  # the hand-written reading survives a re-run
-    a.out.write_text("\n".join(lines) + "\n\n" + analysis)
+    write_keeping_analysis(a.out, [*lines, "", *ANALYSIS, ""])  # the hand-written reading survives a re-run
     print("\n".join(lines))
 
 

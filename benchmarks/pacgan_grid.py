@@ -31,7 +31,7 @@ import lightning as L
 import torch
 from common import ROOT, build
 from grid_best import score
-from mode_coverage import fmt, kept_analysis
+from mode_coverage import fmt, write_keeping_analysis
 
 from gan_lightning.data.toy2d import mixture_means
 from gan_lightning.sample import generate
@@ -311,11 +311,7 @@ def write_doc(studies: list[Study], a: argparse.Namespace) -> None:
             *longer.final_table(),
         ]
     path = a.docs / "pacgan_grid.md"
-    analysis = kept_analysis(path)
-    if analysis:
-        i = lines.index("<!-- ANALYSIS -->")
-        lines[i : i + 2] = analysis[:1]
-    path.write_text("\n".join(lines))
+    write_keeping_analysis(path, lines)
 
 
 if __name__ == "__main__":

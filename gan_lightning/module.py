@@ -283,7 +283,7 @@ class GANModule(UpdateSteps, L.LightningModule):
     def _grow_to(self, stage: int, alpha: float) -> None:
         """Run G, its EMA copy and D at ``stage`` with fade-in ``alpha`` (progressive growing)."""
         nets = [self.generator, self.discriminator]
-        nets += [self.generator_ema.module] if getattr(self, "generator_ema", None) is not None else []
+        nets += [self.generator_ema.module] if self.generator_ema is not None else []
         for net in nets:
             net.stage, net.alpha = stage, alpha
 
