@@ -23,24 +23,28 @@ ORDERS = ["d_first", "g_first", "simultaneous", "fused"]
 
 
 class Timer(L.Callback):
-    """Wall time of the training steps after ``warmup`` (data loading included, logging included)."""
+    """Wall time of the training steps after ``warmup`` (data loading and logging included), up to the
+    end of the last step: the end-of-fit grid and checkpoint, which callbacks earlier in the list write
+    in ``on_train_end``, are not training steps."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
-        self.start = 0.0
+        self.start = self.seconds = 0.0
         self.steps = 0
+        self.cuda = torch.cuda.is_available()  # once: without a driver each call probes NVML (~50 us)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup:
-            if torch.cuda.is_available():
+            if self.cuda:
                 torch.cuda.synchronize()
             self.start = time.perf_counter()
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.seconds = time.perf_counter() - self.start
-        self.steps = trainer.global_step - self.warmup
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step > self.warmup:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.seconds = time.perf_counter() - self.start
+            self.steps = trainer.global_step - self.warmup
 
 
 def measure(order: str, steps: int, warmup: int, width: int, accelerator: str) -> float:

@@ -6,6 +6,8 @@ and this one what a step does (every method reads the module's attributes throug
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -114,21 +116,22 @@ class UpdateSteps:
 
     def d_step(self, real: Tensor, d_opt: LightningOptimizer, labels: Tensor | None = None) -> None:
         """One D update on a fresh real batch: loss family + due regularizers."""
-        with self.toggled_optimizer(d_opt):  # G frozen: no G gradients are computed here
-            fake, y_fake = self._fakes_for_d(len(real))
-            real_out, real_in, y_real = self.d_path.run(real, labels, self.rng, with_logits=True)
-            fake_out, fake_in, _ = self.d_path.run(fake, y_fake, self.rng)
-            if hasattr(self.loss, "generator"):  # random label-smoothing targets and flips
-                self.loss.generator = self.rng
-            loss = self.loss.d_loss(real_out.scores, fake_out.scores)
-            self.record("loss/D/main", loss)
-            main = self._acgan(loss, real_out, y_real, "D")
-            loss = self._weight_penalties(self._regularize(main, real_in, fake_in, y_real), "d")
-            self._check_finite(loss, "D", main)
-            d_opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            self._record_history("d")
-            self._finish_d_step(d_opt, real_out.scores, fake_out.scores)
+        # no toggled_optimizer: the fakes come from G under no_grad, so no G gradient can form, and
+        # toggling every parameter twice per step was a measurable share of a small model's step
+        fake, y_fake = self._fakes_for_d(len(real))
+        real_out, real_in, y_real = self.d_path.run(real, labels, self.rng, with_logits=True)
+        fake_out, fake_in, _ = self.d_path.run(fake, y_fake, self.rng)
+        if hasattr(self.loss, "generator"):  # random label-smoothing targets and flips
+            self.loss.generator = self.rng
+        loss = self.loss.d_loss(real_out.scores, fake_out.scores)
+        self.record("loss/D/main", loss)
+        main = self._acgan(loss, real_out, y_real, "D")
+        loss = self._weight_penalties(self._regularize(main, real_in, fake_in, y_real), "d")
+        self._check_finite(loss, "D", main)
+        d_opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self._record_history("d")
+        self._finish_d_step(d_opt, real_out.scores, fake_out.scores)
 
     def g_step(self, real: Tensor, g_opt: LightningOptimizer, labels: Tensor | None = None) -> None:
         """One G update. ``real`` is only read by relativistic losses, feature matching and the unrolled
@@ -185,9 +188,10 @@ class UpdateSteps:
         g_loss = self.loss.g_loss(fake_out.scores, real_out.scores)
         # 0 in value; its D gradients cancel exactly, leaving G's gradient of the G loss with D held fixed
         g_term = g_loss - self.loss.g_loss(fake_out_sg.scores, real_out.scores)
-        g_term = self._acgan(g_term, fake_out, y_fake, "G") - self._acgan(
-            0.0 * g_term, fake_out_sg, y_fake, "G"
-        )
+        if fake_out.class_logits is not None:
+            g_term = self._acgan(g_term, fake_out, y_fake, "G") - self._acgan(
+                0.0 * g_term, fake_out_sg, y_fake, "G"
+            )
         if self.feature_matching is not None:  # the same stop-gradient form: D's gradients cancel
             fm = self.feature_matching
             distance = fm.distance(self.discriminator, real_in, fake_in, y_real, y_in)
@@ -200,8 +204,10 @@ class UpdateSteps:
         self.record("loss/G/main", g_loss)
         d_main = self._acgan(d_loss, real_out, y_real, "D")
         d_loss = self._weight_penalties(self._regularize(d_main, real_in, fake_in_sg, y_real), "d")
-        loss = d_loss + self.simultaneous_g_weight * g_term
-        self._check_finite(loss, "simultaneous", d_main + self.simultaneous_g_weight * g_term)
+        weight = self.simultaneous_g_weight
+        g_term = g_term if weight == 1.0 else weight * g_term
+        loss = d_loss + g_term
+        self._check_finite(loss, "simultaneous", lambda: d_main + g_term)
         d_opt.zero_grad(set_to_none=True)
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -238,7 +244,7 @@ class UpdateSteps:
         d_main = d_loss
         d_loss = self._weight_penalties(self._regularize(d_main, real_in, leaf.detach(), y_real), "d")
         g_weights = self._weight_penalties(g_loss.new_zeros(()), "g")  # on G's weights, not its images
-        self._check_finite(d_loss + g_loss + g_weights, "fused", d_main + g_loss + g_weights)
+        self._check_finite(d_loss + g_loss + g_weights, "fused", lambda: d_main + g_loss + g_weights)
         # input-only backward: dL_G/d(fake images), no D weight gradients are formed (at the loss scale
         # under 16-mixed, then unscaled: manual_backward below scales G's backward itself)
         image_grad = unscaled_grad(
@@ -264,16 +270,20 @@ class UpdateSteps:
         rescale_gradients(g_opt.optimizer, scaler, scale_at_backward)
         self._step(g_opt, "G")
 
-    def _check_finite(self, loss: Tensor, who: str, unpenalized: Tensor | None = None) -> None:
+    def _check_finite(
+        self, loss: Tensor, who: str, unpenalized: Tensor | Callable[[], Tensor] | None = None
+    ) -> None:
         """Stop the run on a non-finite loss. Under 16-mixed, a penalty whose input gradients overflowed
-        at the loss scale is not divergence when the rest of the loss (``unpenalized``) is finite: its
-        inf reaches D's gradients, and the GradScaler skips the step (counted) and halves its scale."""
-        if torch.isfinite(loss).all():
+        at the loss scale is not divergence when the rest of the loss (``unpenalized``, or a function
+        that makes it, called only then) is finite: its inf reaches D's gradients, and the GradScaler
+        skips the step (counted) and halves its scale."""
+        # the loss is a scalar: one read (a host sync, as any check is) instead of isfinite + all
+        if math.isfinite(loss.item()):
             return
         scaler = grad_scaler(self.trainer)
         # below scale 1 the true input gradient itself overflows fp16: that is divergence too
         overflow = scaler is not None and unpenalized is not None and scaler.get_scale() >= 1.0
-        if overflow and torch.isfinite(unpenalized).all():
+        if overflow and math.isfinite((unpenalized() if callable(unpenalized) else unpenalized).item()):
             return
         raise TrainingDivergedError(
             f"the {who} loss became {loss.item()} at generator step {self.global_step}: the run "

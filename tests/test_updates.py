@@ -149,3 +149,27 @@ def test_wgan_gp_in_the_loop_pulls_critic_gradient_norm_toward_one(tmp_path):
     without = _critic_grad_norm_on_interpolates(tmp_path / "plain", [])
     assert abs(with_gp - 1.0) < 0.2, with_gp  # measured 0.98
     assert without > 3.0, without  # measured 7.0: the unconstrained critic's slope keeps growing
+
+
+class DStepGradients(GANModule):
+    """One D step on a fresh module: which networks got a gradient (then the G step that ends the step)."""
+
+    def training_step(self, batch, batch_idx):
+        real, _ = batch
+        g_opt, d_opt = self.optimizers()
+        self.d_step(real, d_opt)
+        self.seen = (
+            [p.grad for p in self.generator.parameters()],
+            [p.grad for p in self.discriminator.parameters()],
+        )
+        self.g_step(real, g_opt)
+
+
+def test_a_d_step_forms_no_generator_gradient_without_toggling(tmp_path):
+    # the D step no longer toggles requires_grad (docs/overhead.md): G's fakes are made under no_grad
+    module = toy_module(DStepGradients, ema_decay=None)
+    trainer(tmp_path, max_steps=1).fit(module, toy_data())
+    g_grads, d_grads = module.seen
+    assert all(g is None for g in g_grads)
+    assert all(d is not None and d.abs().sum() > 0 for d in d_grads)
+    assert all(p.requires_grad for p in module.generator.parameters())  # nothing left frozen
