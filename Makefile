@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format clean cluster
+.PHONY: help install train test test-fast lint format clean cluster bench-gpu
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ lint: $(STAMP) ## ruff
 format: $(STAMP) ## ruff format + import sorting
 	$(BIN)/ruff check --fix gan_lightning tests benchmarks
 	$(BIN)/ruff format gan_lightning tests benchmarks
+
+bench-gpu: $(STAMP) ## CUDA only: fp32 eager vs bf16 + compile + channels_last, G steps/s and peak memory -> docs/gpu.md
+	$(BIN)/python benchmarks/gpu.py
 
 cluster: ## start a one-node SLURM cluster on this machine (apt-get, root), for slurm/train.sbatch and its tests
 	slurm/local_cluster.sh

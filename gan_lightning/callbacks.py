@@ -3,17 +3,22 @@ the run and sent to W&B or TensorBoard when one is configured."""
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 import signal
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
@@ -126,9 +131,30 @@ class GStepCheckpoint(ModelCheckpoint):
     and the time intervals, and also saves ``last.ckpt`` when training ends between two periodic saves,
     so no generator step is lost.
 
+    When to save is decided here, from the arguments this class keeps and public Trainer state. Saving
+    itself is ModelCheckpoint's (top-k bookkeeping, ``last.ckpt``, versions, logger notification), which
+    has no public entry point: ``_save_topk_checkpoint``, ``_save_last_checkpoint`` and
+    ``_last_global_step_saved`` are the only private members used, pinned in pyproject.toml and checked by
+    tests/test_versions.py.
+
     It also puts :class:`~gan_lightning.checkpoints.AtomicCheckpointIO` in place (same-directory temporary
     file, fsync, rename), and removes the temporary files a killed run left in its directory.
     """
+
+    def __init__(
+        self,
+        *args: Any,
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            *args, every_n_train_steps=every_n_train_steps, train_time_interval=train_time_interval, **kwargs
+        )
+        self.every_n_train_steps = every_n_train_steps or 0  # 0: not by steps, as in ModelCheckpoint
+        self.train_time_interval = train_time_interval
+        self._time_of_last_save: float | None = None
+        self._save_after_validation = False  # a due save whose monitored value only validation logs
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         install_atomic_checkpoint_io(trainer)
@@ -136,30 +162,73 @@ class GStepCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             clean_checkpoint_dir(self.dirpath)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._time_of_last_save = time.monotonic()
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         rundir.mark_started()  # a generator step is done: this run's directory is kept from now on
-        if self._should_skip_saving_checkpoint(trainer):
+        if self._skip(trainer):
             return
-        step_due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
+        step_due = self.every_n_train_steps >= 1 and trainer.global_step % self.every_n_train_steps == 0
         time_due = False
-        if self._train_time_interval is not None:
-            now = time.monotonic()
-            last = self._last_time_checked
-            time_due = last is not None and now - last >= self._train_time_interval.total_seconds()
+        if self.train_time_interval is not None:
+            last, interval = self._time_of_last_save, self.train_time_interval.total_seconds()
+            time_due = last is not None and time.monotonic() - last >= interval
             time_due = trainer.strategy.broadcast(time_due)  # rank 0 decides: no rank waits alone
         if not (step_due or time_due):
             return
-        candidates = self._monitor_candidates(trainer)
-        if self.monitor is not None and self.monitor not in candidates:
-            self._defer_save_until_validation = True
+        if self.monitor is not None and self.monitor not in self._candidates(trainer):
+            self._save_after_validation = True
             return
-        self._save_topk_checkpoint(trainer, candidates)
-        self._save_last_checkpoint(trainer, candidates)
-        self._last_time_checked = time.monotonic()
+        self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._save_after_validation and not self._skip(trainer):
+            self._save_after_validation = False
+            self._save(trainer)
+            return
+        super().on_validation_end(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._save_last_checkpoint(trainer, self._candidates(trainer))
+
+    def _skip(self, trainer: L.Trainer) -> bool:
+        """Not fitting, a sanity check or a fast_dev_run, or this step is saved already."""
+        return (
+            bool(trainer.fast_dev_run)
+            or trainer.state.fn != TrainerFn.FITTING
+            or trainer.sanity_checking
+            or self._last_global_step_saved == trainer.global_step
+        )
+
+    @staticmethod
+    def _candidates(trainer: L.Trainer) -> dict[str, Tensor]:
+        """The values a filename or ``monitor`` may name: the logged metrics, the epoch and the step."""
+        values = copy.deepcopy(trainer.callback_metrics)
+        values["epoch"] = torch.tensor(trainer.current_epoch)
+        values["step"] = torch.tensor(trainer.global_step)
+        return values
+
+    def _save(self, trainer: L.Trainer) -> None:
+        candidates = self._candidates(trainer)
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+        self._time_of_last_save = time.monotonic()
+
+
+_HPC_CKPT = re.compile(r"hpc_ckpt_(\d+)\.ckpt")
+
+
+def hpc_save_path(root: str | Path) -> str:
+    """``root/hpc_ckpt_<N+1>.ckpt``, N the highest number already there (0 if none): the name under which
+    Lightning's own SLURM requeue saves, and that a restarted fit with no ``ckpt_path`` loads (the highest
+    N in ``default_root_dir``). tests/test_versions.py checks it against Lightning's private original."""
+    fs = get_filesystem(str(root))
+    names = [os.path.basename(str(p)) for p in fs.ls(str(root), detail=False)] if fs.isdir(str(root)) else []
+    numbers = [int(m.group(1)) for m in map(_HPC_CKPT.fullmatch, names) if m]
+    return os.path.join(str(root), f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt")
 
 
 class SLURMRequeue(L.Callback):
@@ -203,10 +272,7 @@ class SLURMRequeue(L.Callback):
         # every rank takes part, so all of them save and stop at the same generator step
         if not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
             return
-        from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
-
-        # Lightning's own naming, so a restart with no ckpt_path finds the file by itself
-        path = _CheckpointConnector.hpc_save_path(trainer.default_root_dir)
+        path = hpc_save_path(trainer.default_root_dir)
         trainer.save_checkpoint(path)
         if trainer.is_global_zero and "SLURM_JOB_ID" in os.environ:
             array = os.environ.get("SLURM_ARRAY_JOB_ID")

@@ -251,7 +251,11 @@ _NOISE = re.compile(
 
 def _one_line(err: BaseException) -> str:
     """jsonargparse explains a bad nested value over many lines (union subtypes, the value dump); keep
-    the full key and the first real reason, e.g. ``data.batch_size: Expected a <class 'int'>``."""
+    the full key and the first real reason, e.g. ``data.batch_size: Expected a <class 'int'>``.
+
+    jsonargparse has no structured form of these errors, so this reads its text: ``Parser key "..."``
+    and the lines :data:`_NOISE` names. jsonargparse is pinned for it in pyproject.toml, and
+    tests/test_versions.py feeds the installed version's own errors through this function."""
     text = str(err).strip()
     key = ".".join(re.findall(r'Parser key "([^"]+)"', text))
     lines = [re.sub(r'^Parser key "[^"]+":', "", ln.strip().lstrip("-")).strip() for ln in text.splitlines()]
@@ -260,6 +264,37 @@ def _one_line(err: BaseException) -> str:
     named = re.search(r"(Option|Key) '[^']+' is not (accepted|expected)", reason)
     reason = named.group(0) if named else re.split(r"\.? Got value", reason)[0]
     return f"{key}: {reason}" if key else reason
+
+
+def _chained(err: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type ``kind`` in ``err``'s chain (``__cause__``, else ``__context__``)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _class_init_error(err: ValueError) -> str | None:
+    """The one line for an error raised in a class_path object's ``__init__`` (e.g. our ConfigError),
+    which jsonargparse re-raises as a ValueError over the union's subtypes: our error's own message
+    where jsonargparse chained it (``raise ... from``; it chains the first subtype's error only), else its
+    text through :func:`_one_line`. ``None`` for a ValueError jsonargparse did not raise: a bug, which
+    keeps its traceback."""
+    ours = _chained(err, GanLightningError)
+    if ours is not None:
+        return _worker_message(str(ours))
+    return _one_line(err) if _raised_by_jsonargparse(err) else None
+
+
+def _raised_by_jsonargparse(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is in the jsonargparse package."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith("jsonargparse")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -317,8 +352,7 @@ def main(argv: list[str] | None = None) -> None:
             "intact: free some space and resume with --ckpt_path LAST.ckpt"
         )
     except ValueError as err:
-        # jsonargparse re-raises an error from a class_path object's __init__ (e.g. our ConfigError) as a
-        # ValueError listing the union's subtypes; anything else is a bug and keeps its traceback.
-        if "Union subtypes" not in str(err) or os.environ.get("GAN_LIGHTNING_TRACEBACK"):
+        message = _class_init_error(err)
+        if message is None or os.environ.get("GAN_LIGHTNING_TRACEBACK"):
             raise
-        _fail(_one_line(err))
+        _fail(message)

@@ -1,11 +1,12 @@
 """The benchmark scripts still run end to end (tiny budgets) and write their tables."""
 
 import importlib
+import os
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, one_error_line
 
 
 def _mode_coverage_module():
@@ -118,3 +119,12 @@ def test_evaluation_benchmarks_write_their_tables(tmp_path):
         str(tmp_path / "s"),
     )
     assert "| 0 |" in (tmp_path / "stacked_mnist.md").read_text()
+
+
+def test_gpu_benchmark_without_cuda_is_one_error_line_and_exit_2(tmp_path):
+    """benchmarks/gpu.py measures CUDA training only; with no GPU visible it says so and writes nothing."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, str(ROOT / "benchmarks/gpu.py"), "--out", str(tmp_path / "gpu.md")]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert "torch.cuda.is_available() is False" in one_error_line(res)
+    assert not (tmp_path / "gpu.md").exists()

@@ -202,7 +202,9 @@ def test_kill_during_a_checkpoint_write_on_another_filesystem_never_leaves_a_par
     assert read_checkpoint(resumed)["global_step"] == step + 1
     assert not [p for p in ckpts.iterdir() if p.name.endswith(".tmp")]  # cleaned on the next start
     assert oct(resumed.stat().st_mode & 0o777) == oct(0o666 & ~0o022)  # usual permissions, not mkstemp's
-    assert not list(tmp_path.glob("tmp*"))  # nothing was ever written to $TMPDIR
+    # nothing was ever written to $TMPDIR (torch 2.6, the lowest declared, leaves a folder with the
+    # module it makes for torch.distributed.nn's RemoteModule on import: not ours)
+    assert not [p for p in tmp_path.glob("tmp*") if not (p / "_remote_module_non_scriptable.py").exists()]
 
 
 @pytest.mark.slow
@@ -295,7 +297,8 @@ def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
     assert (got == 255).mean() < 0.01  # PIL's own conversion saturated 97 % of such pixels
 
     Image.fromarray(a16.astype(np.int32)).save(tmp_path / "i.tiff")
-    assert Image.open(tmp_path / "i.tiff").mode == "I"
+    mode = Image.open(tmp_path / "i.tiff").mode  # "I" (Pillow 10.3+) or an "I;32"-style raw mode before
+    assert mode.startswith("I") and "16" not in mode
     np.testing.assert_array_equal(np.asarray(load_image(str(tmp_path / "i.tiff"), "L")), got)
 
     f = (a16 / 65535.0).astype(np.float32)
