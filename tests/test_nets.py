@@ -2,7 +2,9 @@ import functools
 
 import pytest
 import torch
+from conftest import ROOT
 
+from gan_lightning.cli import GANCLI
 from gan_lightning.errors import ConfigError
 from gan_lightning.nets import (
     DCGANDiscriminator,
@@ -205,3 +207,43 @@ def test_generators_take_spectral_norm_and_other_norms_by_config():
     assert hasattr(MLPGenerator((2,), spectral_norm=True).net[0], "parametrizations")
     with pytest.raises(ConfigError, match="needs norm 'batch'"):
         DCGANGenerator((1, 32, 32), 10, norm="layer")
+
+
+# --- PacGAN's 2D-grid MLP options: the authors' init and BatchNorm momentum -------------------------
+def test_mlp_init_std_draws_every_linear_weight_from_n_0_std_and_zeroes_the_biases():
+    torch.manual_seed(0)
+    g = MLPGenerator((2,), hidden=400, depth=4, norm="batch", init_std=0.02)
+    d = MLPDiscriminator((2,), hidden=200, activation="maxout", init_std=0.02)
+    linears = [m for net in (g, d) for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 5 + 4  # G: 4 hidden + out; D: 3 maxout + the head's linear
+    for m in linears:
+        if m.weight.numel() >= 1000:  # enough draws for the sample std to be within 10 %
+            assert abs(m.weight.std().item() - 0.02) < 0.002, m
+        assert m.weight.abs().max() < 0.02 * 7 and torch.count_nonzero(m.bias) == 0
+    default = MLPDiscriminator((2,), hidden=200, activation="maxout")
+    assert default.net[0].linear.weight.std() > 0.2  # PyTorch's init for 2 inputs is far wider
+    with pytest.raises(ConfigError, match="init_std"):
+        MLPGenerator((2,), init_std=0.0)
+
+
+def test_mlp_bn_momentum_sets_how_far_the_running_mean_moves_in_one_step():
+    torch.manual_seed(0)
+    g = MLPGenerator((2,), hidden=8, depth=1, norm="batch", bn_momentum=0.05)
+    bn = next(m for m in g.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    z = torch.randn(16, 2)
+    pre_bn = g.net[0](z)  # the hidden linear layer's output, before its BatchNorm
+    g.train()(z)
+    # running_mean starts at 0: one step gives (1 - 0.05) * 0 + 0.05 * batch mean
+    torch.testing.assert_close(bn.running_mean, 0.05 * pre_bn.mean(0).detach())
+    assert MLPGenerator((2,), norm="batch").net[1].momentum == 0.1  # PyTorch's default kept otherwise
+    with pytest.raises(ConfigError, match="bn_momentum"):
+        MLPGenerator((2,), norm="batch", bn_momentum=0.0)
+
+
+def test_the_pacgan_grid_configs_turn_on_the_authors_init_and_momentum():
+    configs = ["toy/grid.yaml", "model/mlp_pacgan.yaml", "experiment/pacgan_grid.yaml"]
+    args = [x for c in configs for x in ("--config", str(ROOT / "configs" / c))]
+    model = GANCLI(args=[*args, "--trainer.logger", "false"], run=False).model
+    assert {m.momentum for m in model.generator.modules() if isinstance(m, torch.nn.BatchNorm1d)} == {0.05}
+    d_first = model.discriminator.net[0].linear
+    assert abs(d_first.weight.std().item() - 0.02) < 0.002 and torch.count_nonzero(d_first.bias) == 0

@@ -101,6 +101,18 @@ def init_dcgan_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def init_normal_weights(module: nn.Module, std: float) -> None:
+    """Conv/linear weights ~ N(0, std²), biases 0 (norm layers keep scale 1, shift 0): Blocks'
+    ``IsotropicGaussian(std)`` and ``Constant(0)``, as PacGAN's 2D-grid code initializes its MLPs."""
+    if std <= 0:
+        raise ConfigError(f"init_std must be positive, got {std}")
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 INITS = ("xavier", "ortho", "normal")
 
 

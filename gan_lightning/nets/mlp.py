@@ -1,7 +1,9 @@
 """MLP generator and discriminator for low-dimensional data (the 2D mixtures).
 
 Options for PacGAN's 2D-grid setting (Lin et al. 2018: G with 4 hidden layers of 400 ReLU units and
-BatchNorm; D with 3 hidden layers of 200 maxout units of 5 pieces): ``norm`` in G, ``activation`` in D.
+BatchNorm; D with 3 hidden layers of 200 maxout units of 5 pieces): ``norm`` and ``bn_momentum`` in G,
+``activation`` in D, ``init_std`` in both (the authors' code: weights N(0, 0.02²), biases 0, BatchNorm
+population statistics updated with momentum 0.05).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from gan_lightning.errors import ConfigError
 from gan_lightning.nets.g_layers import (
     LayerDropout,
     LayerNoise,
@@ -30,6 +33,7 @@ from gan_lightning.nets.layers import (
     apply_spectral_norm,
     check_choice,
     g_conditioning,
+    init_normal_weights,
     require_labels,
 )
 from gan_lightning.nets.norms import ConditionalBatchNorm1d, ConditionalSequential
@@ -51,6 +55,8 @@ class MLPGenerator(nn.Module):
         embed_dim: size of the label embedding for "concat".
         noise: Gaussian noise after chosen hidden layers (:class:`~gan_lightning.nets.g_layers.LayerNoise`).
         dropout: dropout after chosen hidden layers (:class:`~gan_lightning.nets.g_layers.LayerDropout`).
+        init_std: weights ~ N(0, init_std²) and biases 0; None keeps PyTorch's default init.
+        bn_momentum: momentum of the BatchNorm running statistics (PyTorch's default 0.1; PacGAN 0.05).
     """
 
     def __init__(
@@ -67,8 +73,12 @@ class MLPGenerator(nn.Module):
         embed_dim: int = 8,
         noise: LayerNoise | None = None,
         dropout: LayerDropout | None = None,
+        init_std: float | None = None,
+        bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
+        if not 0.0 < bn_momentum <= 1.0:
+            raise ConfigError(f"bn_momentum must be in (0, 1], got {bn_momentum}")
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.data_shape = tuple(data_shape)
         self.conditioning = g_conditioning(conditioning, num_classes, norm, type(self).__name__)
@@ -88,6 +98,11 @@ class MLPGenerator(nn.Module):
         self.net = ConditionalSequential(*layers)
         self.embed = nn.Embedding(num_classes, embed_dim) if concat else None
         self.reference = VBNReference(latent_dim, num_classes) if norm == "virtual" and depth else None
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.momentum = bn_momentum
+        if init_std is not None:
+            init_normal_weights(self, init_std)
         if spectral_norm:
             apply_spectral_norm(self)
 
@@ -113,6 +128,7 @@ class MLPDiscriminator(nn.Module):
             (Karras et al. 2018); 0 = off.
         minibatch_discrimination: number of minibatch-discrimination kernels on the features (Salimans
             et al. 2016); 0 = off.
+        init_std: weights ~ N(0, init_std²) and biases 0; None keeps PyTorch's default init.
     """
 
     def __init__(
@@ -129,6 +145,7 @@ class MLPDiscriminator(nn.Module):
         embed_dim: int = 10,
         minibatch_std_group: int = 0,
         minibatch_discrimination: int = 0,
+        init_std: float | None = None,
     ) -> None:
         super().__init__()
         check_choice(activation, ("leaky_relu", "relu", "maxout"), "activation")
@@ -159,6 +176,8 @@ class MLPDiscriminator(nn.Module):
         k = minibatch_discrimination
         self.minibatch_discrimination = MinibatchDiscrimination(features, k) if k else None
         self.head = DiscriminatorHead(features + k, num_classes, conditioning)
+        if init_std is not None:
+            init_normal_weights(self, init_std)
         if spectral_norm:
             apply_spectral_norm(self, embeddings=True)
 
