@@ -116,22 +116,24 @@ class UpdateSteps:
 
     def d_step(self, real: Tensor, d_opt: LightningOptimizer, labels: Tensor | None = None) -> None:
         """One D update on a fresh real batch: loss family + due regularizers."""
-        # no toggled_optimizer: the fakes come from G under no_grad, so no G gradient can form, and
-        # toggling every parameter twice per step was a measurable share of a small model's step
-        fake, y_fake = self._fakes_for_d(len(real))
-        real_out, real_in, y_real = self.d_path.run(real, labels, self.rng, with_logits=True)
-        fake_out, fake_in, _ = self.d_path.run(fake, y_fake, self.rng)
-        if hasattr(self.loss, "generator"):  # random label-smoothing targets and flips
-            self.loss.generator = self.rng
-        loss = self.loss.d_loss(real_out.scores, fake_out.scores)
-        self.record("loss/D/main", loss)
-        main = self._acgan(loss, real_out, y_real, "D")
-        loss = self._weight_penalties(self._regularize(main, real_in, fake_in, y_real), "d")
-        self._check_finite(loss, "D", main)
-        d_opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self._record_history("d")
-        self._finish_d_step(d_opt, real_out.scores, fake_out.scores)
+        # G frozen. Its fakes are made under no_grad anyway, but with G's weights requiring grad, autocast
+        # caches their bf16 copies made here without autograd history, and torch 2.6 (the lowest declared)
+        # reuses them in the G step: its loss then has no grad (tests/test_amp.py, CI's lowest job)
+        with self.toggled_optimizer(d_opt):
+            fake, y_fake = self._fakes_for_d(len(real))
+            real_out, real_in, y_real = self.d_path.run(real, labels, self.rng, with_logits=True)
+            fake_out, fake_in, _ = self.d_path.run(fake, y_fake, self.rng)
+            if hasattr(self.loss, "generator"):  # random label-smoothing targets and flips
+                self.loss.generator = self.rng
+            loss = self.loss.d_loss(real_out.scores, fake_out.scores)
+            self.record("loss/D/main", loss)
+            main = self._acgan(loss, real_out, y_real, "D")
+            loss = self._weight_penalties(self._regularize(main, real_in, fake_in, y_real), "d")
+            self._check_finite(loss, "D", main)
+            d_opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            self._record_history("d")
+            self._finish_d_step(d_opt, real_out.scores, fake_out.scores)
 
     def g_step(self, real: Tensor, g_opt: LightningOptimizer, labels: Tensor | None = None) -> None:
         """One G update. ``real`` is only read by relativistic losses, feature matching and the unrolled

@@ -165,8 +165,7 @@ class DStepGradients(GANModule):
         self.g_step(real, g_opt)
 
 
-def test_a_d_step_forms_no_generator_gradient_without_toggling(tmp_path):
-    # the D step no longer toggles requires_grad (docs/overhead.md): G's fakes are made under no_grad
+def test_a_d_step_forms_no_generator_gradient_and_leaves_nothing_frozen(tmp_path):
     module = toy_module(DStepGradients, ema_decay=None)
     trainer(tmp_path, max_steps=1).fit(module, toy_data())
     g_grads, d_grads = module.seen
