@@ -194,6 +194,24 @@ Where it differs from DDP's behaviour:
   model averaging) do not apply.
 - Communication starts after the backward instead of overlapping with it. On GPUs with NCCL and large
   networks DDP's overlap may win back part of its overhead; that has not been measured (no GPU here).
+
+## A hang at exit with Lightning 2.5 (why the lower bound is 2.6)
+
+With Lightning 2.5.2, the lowest version first declared, a two-process CPU run sometimes hung after it
+had finished:
+- Rank 0 had written its last checkpoint and exited.
+- Rank 1 was stuck in `destroy_process_group`, in `ProcessGroupGloo`'s destructor, which joins a gloo
+  worker thread (native stack from `py-spy dump --native`).
+
+In `tests/test_distributed.py`'s two-node test (two fits each), 3 of 6 runs hung: with torch 2.6 and
+with torch 2.7.1 alike. One full-suite run at those versions also hung in another two-process test.
+
+Ordering the teardown did not help: rank 0 waited on the store while the other ranks closed first, and
+one of 3 runs still hung.
+
+With Lightning 2.6.0, at torch 2.6.0 and at 2.7.1, none of 11 runs hung. So the declared range starts
+at `lightning>=2.6`. No hang has been seen with the Lightning 2.6.6 / torch 2.14 the suite normally runs
+on.
 """
 
 
