@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from common import ROOT, build
+from common import ROOT, build, load_runs, save_run
 from mode_coverage import ANALYSIS, kept_analysis
 
 from gan_lightning.callbacks import save_grid
@@ -146,16 +146,14 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     a.docs.mkdir(parents=True, exist_ok=True)
     cache = a.out / "results.json"
-    results: dict = json.loads(cache.read_text()) if cache.is_file() else {}
+    results = load_runs(cache)
     if "floor" not in results:
-        results["floor"] = real_floor()
-        cache.write_text(json.dumps(results, indent=1))
+        results = save_run(cache, "floor", real_floor())
     for seed in range(a.seeds):  # seed-major: an interrupted study still has whole seeds
         for arm in a.arms:
             key = f"{arm}/w{a.width}/{a.steps}/{seed}"
             if key not in results and not a.doc_only:
-                results[key] = run(arm, seed, a)
-                cache.write_text(json.dumps(results, indent=1))
+                results = save_run(cache, key, run(arm, seed, a))
             if key in results:
                 print(key, json.dumps(results[key]), flush=True)
     write_grid(results, a)

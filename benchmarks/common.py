@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +26,23 @@ def build(configs: list[str], overrides: dict[str, str], **cli_kwargs: Any) -> G
     args = [x for c in configs for x in ("--config", str(ROOT / "configs" / c))]
     args += [x for kv in {**QUIET, **overrides}.items() for x in kv]
     return GANCLI(args=args, run=False, **cli_kwargs)
+
+
+def load_runs(path: Path) -> dict:
+    """The finished runs a study keeps in ``path`` (``<out>/results.json``), by key; {} before the first."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_run(path: Path, key: str, row: Any) -> dict:
+    """Add one finished run to ``path`` and return every run there. Locked, since several processes may
+    share a study, and written to a temporary file in the same directory then renamed, so a killed
+    study never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runs = load_runs(path)
+        runs[key] = row
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(runs, indent=1))
+        tmp.replace(path)
+    return runs

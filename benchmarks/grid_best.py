@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from common import ROOT, build
+from common import ROOT, build, load_runs, save_run
 from mode_coverage import write_keeping_analysis
 
 from gan_lightning.data.toy2d import MIXTURE_STD, mixture_means
@@ -151,13 +151,12 @@ def main() -> None:
     torch.set_num_threads(1)  # small MLPs: threads cost more than they give
     a.out.mkdir(parents=True, exist_ok=True)
     cache = a.out / "results.json"
-    results: dict = json.loads(cache.read_text()) if cache.is_file() else {}
+    results = load_runs(cache)
     plan = [(v, s) for v in ABLATION for s in range(a.seeds)] + [(v, a.tried_seed) for v in TRIED]
     for variant, seed in plan:
         key = f"{variant}/{seed}"
         if key not in results and not a.doc_only:
-            results[key] = run(variant, seed, a.out)
-            cache.write_text(json.dumps(results, indent=1))
+            results = save_run(cache, key, run(variant, seed, a.out))
         print(key, json.dumps(results.get(key)), flush=True)
     write_doc(results, a, " ".join(x for x in sys.argv[1:] if x != "--doc_only"))
 

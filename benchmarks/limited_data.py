@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from common import ROOT, build
+from common import ROOT, build, load_runs, save_run
 from mode_coverage import ANALYSIS, kept_analysis
 
 ARMS = {"plain": [], "diffaugment": ["tricks/diffaugment.yaml"]}
@@ -65,15 +65,14 @@ def main() -> None:
     torch.set_num_threads(1)  # a shared CPU: one thread, as the other benchmarks
     a.out.mkdir(parents=True, exist_ok=True)
     cache = a.out / "results.json"
-    results: dict = json.loads(cache.read_text()) if cache.is_file() else {}
+    results = load_runs(cache)
     sizes = [a.num_train] + ([None] if a.full else [])
     for size in sizes:
         for arm in ARMS:
             for seed in range(a.seeds):
                 key = f"{arm}/{size or 'all'}/{a.steps}/{seed}"
                 if key not in results and not a.doc_only:
-                    results[key] = run(arm, size, seed, a.steps, a.out)
-                    cache.write_text(json.dumps(results, indent=1))
+                    results = save_run(cache, key, run(arm, size, seed, a.steps, a.out))
                 print(key, json.dumps(results[key]), flush=True)
     write_doc(results, a, sizes)
 

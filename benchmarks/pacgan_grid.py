@@ -29,7 +29,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from common import ROOT, build
+from common import ROOT, build, load_runs, save_run
 from grid_best import score
 from mode_coverage import fmt, write_keeping_analysis
 
@@ -125,8 +125,7 @@ class Study:
 
     @classmethod
     def load(cls, out: Path) -> Study:
-        cache = out / "results.json"
-        results = json.loads(cache.read_text()) if cache.is_file() else {}
+        results = load_runs(out / "results.json")
         runs: dict[int, list[dict]] = {}
         for key in sorted(results, key=lambda k: tuple(map(int, k.split("/")))):
             runs.setdefault(int(key.split("/")[0]), []).append(results[key])
@@ -256,13 +255,12 @@ def main() -> None:
     torch.set_num_threads(1)  # small MLPs: threads cost more than they give
     a.out.mkdir(parents=True, exist_ok=True)
     cache = a.out / "results.json"
-    results: dict = json.loads(cache.read_text()) if cache.is_file() else {}
+    results = load_runs(cache)
     for seed in range(a.seeds):
         for pack in a.packs:
             key = f"{pack}/{seed}"
             if key not in results and not a.doc_only:
-                results[key] = run(pack, seed, a.steps, a.evals, a.out)
-                cache.write_text(json.dumps(results, indent=1))
+                results = save_run(cache, key, run(pack, seed, a.steps, a.evals, a.out))
             print(key, json.dumps(results.get(key, {}).get("evals", [])[-1:]), flush=True)
     studies = [Study.load(a.out)] + ([Study.load(a.longer)] if a.longer else [])
     figure(studies, a.docs / "pacgan_grid.png")

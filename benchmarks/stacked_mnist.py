@@ -17,15 +17,13 @@ ANALYSIS markers of an existing doc is kept.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
 import logging
 import statistics
 import time
 import warnings
 from pathlib import Path
 
-from common import ROOT, build
+from common import ROOT, build, load_runs, save_run
 from mode_coverage import ANALYSIS, write_keeping_analysis
 
 from gan_lightning.callbacks import save_grid
@@ -71,19 +69,6 @@ def run(variant: str, d_width: int, seed: int, steps: int, out: Path, num_fake: 
     metrics = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "GANMetrics")
     results = metrics.evaluate(cli.model, cli.datamodule)  # the final (EMA) G
     return results, cli.model.sample(cli.model.fixed_noise).cpu()
-
-
-def update(path: Path, name: str, row: dict) -> dict:
-    """Add one run to the shared results file (locked: several processes may finish at once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        done = json.loads(path.read_text()) if path.exists() else {}
-        done[name] = row
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(done, indent=1))
-        tmp.replace(path)
-    return done
 
 
 def mean_sd(vals: list[float], digits: int) -> str:
@@ -154,7 +139,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     results = a.out / "results.json"
-    done = json.loads(results.read_text()) if results.exists() else {}
+    done = load_runs(results)
     for seed in range(a.seeds if not a.doc_only else 0):  # seed-major: a cut-short study has every config
         for d_width in a.d_widths:
             for variant in a.variants:
@@ -163,7 +148,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 row, grid = run(variant, d_width, seed, a.steps, a.out, a.num_fake)
                 row = {k: float(v) for k, v in row.items()} | {"seconds": time.perf_counter() - t0}
-                done = update(results, key(variant, d_width, seed), row)
+                done = save_run(results, key(variant, d_width, seed), row)
                 print(key(variant, d_width, seed), row, flush=True)
                 if (variant, d_width, seed) == ("plain", G_WIDTH, 0):
                     save_grid(grid, a.docs / "stacked_mnist_grid.png")
