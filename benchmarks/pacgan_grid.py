@@ -29,6 +29,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 from common import ROOT, build, load_runs, save_run
 from grid_best import score
 from mode_coverage import fmt, write_keeping_analysis
@@ -130,6 +131,17 @@ class Study:
         for key in sorted(results, key=lambda k: tuple(map(int, k.split("/")))):
             runs.setdefault(int(key.split("/")[0]), []).append(results[key])
         return cls(out, runs)
+
+    @property
+    def init(self) -> str:
+        """The networks' initialization these runs used, read back from a run's saved config."""
+        run_dir = next(p for p in sorted(self.out.iterdir()) if (p / "config.yaml").is_file())
+        model = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
+        std = model["generator"]["init_args"].get("init_std")
+        momentum = model["generator"]["init_args"].get("bn_momentum", 0.1)
+        if std is None:
+            return f"PyTorch's default `Linear` init, BatchNorm momentum {momentum}"
+        return f"the authors' init (weights N(0, {std}²), biases 0), BatchNorm momentum {momentum}"
 
     @property
     def steps(self) -> list[int]:
@@ -241,11 +253,21 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=6, help="evaluations per run, evenly spaced")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
+        "--only_seeds",
+        nargs="+",
+        type=int,
+        help="train just these of the seeds (to share a study between processes)",
+    )
+    parser.add_argument(
         "--packs", type=int, nargs="+", default=[1, 2, 3, 4], help="m of each config (1: GAN)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "runs/bench_pacgan_grid")
     parser.add_argument(
-        "--longer", type=Path, default=None, help="the --out of a longer run of this script, shown after"
+        "--longer",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="the --out of longer runs of this script, shown after",
     )
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     parser.add_argument("--doc_only", action="store_true", help="rewrite the doc from the finished runs only")
@@ -256,13 +278,13 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     cache = a.out / "results.json"
     results = load_runs(cache)
-    for seed in range(a.seeds):
+    for seed in a.only_seeds if a.only_seeds is not None else range(a.seeds):
         for pack in a.packs:
             key = f"{pack}/{seed}"
             if key not in results and not a.doc_only:
                 results = save_run(cache, key, run(pack, seed, a.steps, a.evals, a.out))
             print(key, json.dumps(results.get(key, {}).get("evals", [])[-1:]), flush=True)
-    studies = [Study.load(a.out)] + ([Study.load(a.longer)] if a.longer else [])
+    studies = [Study.load(out) for out in (a.out, *a.longer)]
     figure(studies, a.docs / "pacgan_grid.png")
     write_doc(studies, a)
 
@@ -274,9 +296,10 @@ def write_doc(studies: list[Study], a: argparse.Namespace) -> None:
     lines = [
         f"# PacGAN's 2D grid in the paper's setting: GAN vs PacGAN{packs}",
         "",
-        f"Command: `{study.command()}`{f' then `{studies[1].command()}`' if len(studies) > 1 else ''}; the doc "
-        f"and figure: the first command with `--longer {shown(studies[-1].out)} --doc_only`. CPU, one thread, "
-        f"`nice -n 15`. {study.cost()}.",
+        f"Command: `{study.command()}`{''.join(f' then `{s.command()}`' for s in studies[1:])}; the doc "
+        f"and figure: the first command with `--longer {' '.join(str(shown(s.out)) for s in studies[1:])} "
+        "--doc_only`. CPU, one thread, "
+        f"`nice -n 15`. {study.cost()}. Init: {study.init}.",
         "",
         SETTINGS.format(
             steps=study.steps[-1],
@@ -302,8 +325,13 @@ def write_doc(studies: list[Study], a: argparse.Namespace) -> None:
             f"## Longer: {' vs '.join(name(p) for p in longer.runs)} for {longer.steps[-1]:,} G steps "
             f"({n} seed{'s' if n > 1 else ''}; {100 * longer.steps[-1] / PAPER_STEPS:.0f} % of the paper's)",
             "",
-            f"`{longer.command()}`: {longer.cost()}. Same settings; the first {study.steps[-1]:,} steps "
-            "of each seed are the same run as above (same seed, same draws).",
+            f"`{longer.command()}`: {longer.cost()}. Init: {longer.init}. "
+            + (
+                f"Same settings; the first {study.steps[-1]:,} steps of each seed are the same run as above "
+                "(same seed, same draws)."
+                if longer.init == study.init
+                else "Otherwise the same settings as above."
+            ),
             "",
             *longer.curve_tables(),
             *longer.final_table(),

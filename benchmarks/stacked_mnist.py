@@ -4,6 +4,7 @@ at equal G steps, with D at G's width and in PacGAN's Table 3 setting (D at a qu
 
     python benchmarks/stacked_mnist.py --steps 5000 --seeds 2                 # every run, one after another
     python benchmarks/stacked_mnist.py --steps 5000 --seeds 2 --variants plain --d_widths 8   # a share
+    python benchmarks/stacked_mnist.py --steps 5000 --seeds 2 --only_seeds 1                  # another
     python benchmarks/stacked_mnist.py --steps 5000 --seeds 2 --doc_only      # the doc from what is done
 
 Each run is `configs/stacked_mnist.yaml` (DCGAN, G width 32) plus the variant's flags, trained for
@@ -23,10 +24,16 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
+import yaml
 from common import ROOT, build, load_runs, save_run
 from mode_coverage import ANALYSIS, write_keeping_analysis
 
 from gan_lightning.callbacks import save_grid
+from gan_lightning.data.base import to_unit_range
+from gan_lightning.data.stacked import StackedDigits
+from gan_lightning.metrics import DigitFeatures
+from gan_lightning.metrics.features import class_coverage
 
 VARIANTS: dict[str, dict[str, str]] = {
     "plain": {},
@@ -71,12 +78,27 @@ def run(variant: str, d_width: int, seed: int, steps: int, out: Path, num_fake: 
     return results, cli.model.sample(cli.model.fixed_noise).cpu()
 
 
+@torch.no_grad()
+def real_floor(num: int, seed: int = 0) -> dict[str, float]:
+    """Modes and KL of ``num`` random training triples, read by the same classifier: the score of a
+    generator that sampled the training set itself (sampling noise plus classifier errors)."""
+    data = StackedDigits()
+    data.setup("fit")
+    train = data.splits["train"]
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:num]
+    digits = DigitFeatures(channels=3).eval()
+    predicted = [
+        digits(to_unit_range(train.__getitems__(chunk.tolist())[0]))[1].argmax(1) for chunk in idx.split(1000)
+    ]
+    return class_coverage(torch.cat(predicted), 1000)
+
+
 def mean_sd(vals: list[float], digits: int) -> str:
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
     return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}"
 
 
-def doc(done: dict, a: argparse.Namespace) -> list[str]:
+def doc(done: dict, a: argparse.Namespace, floor: dict[str, float]) -> list[str]:
     lines = [
         "# Stacked MNIST: plain DCGAN against PacGAN2 and minibatch-std",
         "",
@@ -90,6 +112,10 @@ def doc(done: dict, a: argparse.Namespace) -> list[str]:
         "EMA generator gets the digit triple that the classifier (`gan_lightning.metrics.DigitFeatures`,",
         "99.0 % on held-out digits) reads from its three channels; modes = distinct triples,",
         "KL = KL(triple histogram || uniform over 1000). Target for the best config: 1000 modes, KL ≤ 0.05.",
+        "",
+        f"**The floor:** {a.num_fake:,} random training triples, read by the same classifier, score"
+        f" {floor['modes']} modes and KL {floor['mode_kl']:.3f}: what a generator that sampled the training set"
+        " itself would score (sampling noise and the classifier's errors).",
         "",
     ]
     for d_width in a.d_widths:
@@ -122,25 +148,74 @@ def doc(done: dict, a: argparse.Namespace) -> list[str]:
             *summary,
             "",
         ]
-    return [*lines, "![samples: plain DCGAN, seed 0](stacked_mnist_grid.png)", "", *ANALYSIS, "", PUBLISHED]
+    return [
+        *lines,
+        *longer(a.longer),
+        "![samples: plain DCGAN, seed 0](stacked_mnist_grid.png)",
+        "",
+        *ANALYSIS,
+        "",
+        PUBLISHED,
+    ]
+
+
+def longer(outs: list[Path]) -> list[str]:
+    """The runs of other ``--out`` folders (longer budgets), each with the G steps its config trained."""
+    rows = []
+    for out in outs:
+        for k, r in load_runs(out / "results.json").items():
+            steps = yaml.safe_load((out / k / "config.yaml").read_text())["trainer"]["max_steps"]
+            variant, d, seed = k.split("/")
+            rows.append(
+                (
+                    steps,
+                    k,
+                    f"| {steps:,} | {variant} | {d[1:]} | {seed[4:]} | {r['digit_modes']:.0f} | "
+                    f"{r['digit_mode_kl']:.3f} | {r['digit_fid']:.2f} | {r['seconds'] / 60:.1f} | `{out.name}` |",
+                )
+            )
+    if not rows:
+        return []
+    return [
+        "## Longer budgets",
+        "",
+        "| G steps | config | D width | seed | modes | KL | classifier-FID | minutes | folder |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *[row for *_, row in sorted(rows)],
+        "",
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument(
+        "--only_seeds",
+        nargs="+",
+        type=int,
+        help="train just these of the seeds (to share a study between processes)",
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--d_widths", nargs="+", type=int, default=[G_WIDTH, G_WIDTH // 4])
     parser.add_argument("--num_fake", type=int, default=26000, help="samples whose triples are counted")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/bench_stacked")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     parser.add_argument("--doc_only", action="store_true", help="write the doc from the finished runs")
+    parser.add_argument(
+        "--longer",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="other --out folders (longer budgets) to list in the doc",
+    )
     a = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     results = a.out / "results.json"
     done = load_runs(results)
-    for seed in range(a.seeds if not a.doc_only else 0):  # seed-major: a cut-short study has every config
+    seeds = [] if a.doc_only else (a.only_seeds if a.only_seeds is not None else range(a.seeds))
+    for seed in seeds:  # seed-major: a cut-short study has every config
         for d_width in a.d_widths:
             for variant in a.variants:
                 if key(variant, d_width, seed) in done:
@@ -154,7 +229,7 @@ def main() -> None:
                     save_grid(grid, a.docs / "stacked_mnist_grid.png")
     if a.doc_only:
         a.variants, a.d_widths = list(VARIANTS), [G_WIDTH, G_WIDTH // 4]  # the whole study
-    lines = doc(done, a)
+    lines = doc(done, a, real_floor(a.num_fake))
     write_keeping_analysis(a.docs / "stacked_mnist.md", lines)
     print("\n".join(lines))
 

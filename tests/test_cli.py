@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,24 @@ import torch
 from conftest import DIGITS_TINY, ROOT, one_error_line, run_cli, run_cli_subprocess, tiny_args
 
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml"))
-FULL = [p for p in CONFIGS if p.parent.name in ("configs", "toy", "experiments")]
-FRAGMENTS = [p for p in CONFIGS if p not in FULL]
+FULL = [p for p in CONFIGS if p.parent.name in ("configs", "toy")]
+EXPERIMENTS = [p for p in CONFIGS if p.parent.name == "experiment"]
+FRAGMENTS = [p for p in CONFIGS if p not in FULL and p not in EXPERIMENTS]
+
+
+def documented_chain(experiment: Path) -> list[str]:
+    """The flags an experiment's header comment tells users to run it with: its ``--config`` chain
+    (``this`` being the experiment) and any flags written after it."""
+    lines = experiment.read_text().splitlines()
+    header = " ".join(line.lstrip("# ") for line in lines if line.startswith("#"))
+    match = re.search(r"--config \S+(?: --[\w.]+ \S+)*", header)
+    assert match, f"{experiment.name}: the header names no --config chain to run it with"
+    tokens = match.group(0).split()
+    flags, values = tokens[::2], [v.rstrip(".,;") for v in tokens[1::2]]
+    values = [
+        str(experiment if v == "this" else ROOT / v) if f == "--config" else v for f, v in zip(flags, values)
+    ]
+    return [x for pair in zip(flags, values) for x in pair]
 
 
 def _ckpts(root: Path) -> list[Path]:
@@ -40,6 +57,20 @@ def test_every_fragment_composes_with_the_quickstart(fragment, capsys):
             ]
         )
     assert exit_.value.code in (0, None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda p: p.name)
+def test_every_experiment_trains_with_the_chain_its_header_documents(experiment, tmp_path):
+    """An experiment is a fragment on top of a base: the command in its header comment must run as written
+    (a step of training, a checkpoint, a sample grid), so a renamed base or a clashing key shows here."""
+    chain = documented_chain(experiment)
+    assert str(experiment) in chain and len(chain) >= 4  # a base, then the experiment itself
+    small = tiny_args(
+        tmp_path, max_steps=3, **{"--trainer.limit_val_batches": "0", "--data.init_args.batch_size": "16"}
+    )
+    run_cli(["fit", *chain, *small])
+    assert _ckpts(tmp_path), f"{experiment.name}: no checkpoint written"
 
 
 @pytest.mark.slow
