@@ -104,7 +104,9 @@ def doc(done: dict, a: argparse.Namespace, floor: dict[str, float]) -> list[str]
         "",
         f"Command: `python benchmarks/stacked_mnist.py --steps {a.steps} --seeds {a.seeds} --num_fake {a.num_fake}`"
         " (CPU; the runs can be shared",
-        "between processes with `--variants` / `--d_widths`, then `--doc_only`). Each run is",
+        "between processes with `--variants` / `--d_widths` / `--only_seeds`, then `--doc_only`"
+        + (f" `--longer {' '.join(str(p) for p in a.longer)}`" if a.longer else "")
+        + "). Each run is",
         f"`configs/stacked_mnist.yaml` (DCGAN, G width {G_WIDTH}, non-saturating loss, EMA of G, batch 64) for",
         f"{a.steps} generator steps, with: plain; PacGAN2 (`--model.pack 2`, the config",
         "`configs/experiment/stacked_mnist_pacgan.yaml`); minibatch-std (group 4, before D's last layer,",
