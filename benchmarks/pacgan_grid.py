@@ -50,7 +50,8 @@ SETTINGS = (
     "configs/experiment/pacgan_grid.yaml`, as in fjxmlzn/PacGAN's `2DGrid_GAN&PacGAN/config.py`): the 25-mode "
     "grid (means {{-4,-2,0,2,4}}², std 0.05, 100,000 training points); G: 2-d N(0, I) latent, 4 hidden "
     "layers of 400 ReLU with BatchNorm; D: 3 hidden layers of 200 maxout units of 5 pieces, on m·2 inputs; "
-    "non-saturating loss; Adam(1e-4, betas (0.8, 0.999)) for G and D; D and G updated together from one "
+    "non-saturating loss; Adam(1e-4, betas (0.2, 0.999)) for G and D (the authors' `beta1: 0.8` in Blocks, whose "
+    "Adam takes 1 − β: its first moment is 0.8·grad + 0.2·mean); D and G updated together from one "
     "forward of D on [real; fake] (`model.order fused`; the authors' ALI training algorithm, and their D "
     "has no BatchNorm, so it is the simultaneous update); no EMA of G, no LR schedule. **Batch:** 100 D "
     "inputs per step, each m points packed along features, so 100·m real and 100·m fake points per step "
@@ -134,14 +135,18 @@ class Study:
 
     @property
     def init(self) -> str:
-        """The networks' initialization these runs used, read back from a run's saved config."""
+        """The networks' initialization and Adam's betas these runs used, read back from a run's config."""
         run_dir = next(p for p in sorted(self.out.iterdir()) if (p / "config.yaml").is_file())
         model = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
         std = model["generator"]["init_args"].get("init_std")
         momentum = model["generator"]["init_args"].get("bn_momentum", 0.1)
-        if std is None:
-            return f"PyTorch's default `Linear` init, BatchNorm momentum {momentum}"
-        return f"the authors' init (weights N(0, {std}²), biases 0), BatchNorm momentum {momentum}"
+        betas = tuple(model["g_optimizer"]["init_args"]["betas"])
+        init = (
+            f"PyTorch's default `Linear` init, BatchNorm momentum {momentum}"
+            if std is None
+            else f"the authors' init (weights N(0, {std}²), biases 0), BatchNorm momentum {momentum}"
+        )
+        return f"{init}; Adam betas {betas}"
 
     @property
     def steps(self) -> list[int]:
@@ -285,7 +290,7 @@ def main() -> None:
                 results = save_run(cache, key, run(pack, seed, a.steps, a.evals, a.out))
             print(key, json.dumps(results.get(key, {}).get("evals", [])[-1:]), flush=True)
     studies = [Study.load(out) for out in (a.out, *a.longer)]
-    figure(studies, a.docs / "pacgan_grid.png")
+    figure([s for s in studies if s.init == studies[0].init], a.docs / "pacgan_grid.png")  # one init
     write_doc(studies, a)
 
 
@@ -322,15 +327,18 @@ def write_doc(studies: list[Study], a: argparse.Namespace) -> None:
     for longer in studies[1:]:
         n = max(len(rs) for rs in longer.runs.values())
         lines += [
-            f"## Longer: {' vs '.join(name(p) for p in longer.runs)} for {longer.steps[-1]:,} G steps "
-            f"({n} seed{'s' if n > 1 else ''}; {100 * longer.steps[-1] / PAPER_STEPS:.0f} % of the paper's)",
+            f"## {' vs '.join(name(p) for p in longer.runs)} for {longer.steps[-1]:,} G steps "
+            f"({n} seed{'s' if n > 1 else ''}; {100 * longer.steps[-1] / PAPER_STEPS:.2g} % of the paper's"
+            f"{'' if longer.init == study.init else '; ' + longer.init})",
             "",
             f"`{longer.command()}`: {longer.cost()}. Init: {longer.init}. "
             + (
                 f"Same settings; the first {study.steps[-1]:,} steps of each seed are the same run as above "
                 "(same seed, same draws)."
                 if longer.init == study.init
-                else "Otherwise the same settings as above."
+                else "Otherwise the same settings as above. These runs predate the current configs: to rerun them, "
+                "set the init and betas above in `configs/model/mlp_pacgan.yaml` and "
+                "`configs/experiment/pacgan_grid.yaml`."
             ),
             "",
             *longer.curve_tables(),

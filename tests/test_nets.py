@@ -247,3 +247,26 @@ def test_the_pacgan_grid_configs_turn_on_the_authors_init_and_momentum():
     assert {m.momentum for m in model.generator.modules() if isinstance(m, torch.nn.BatchNorm1d)} == {0.05}
     d_first = model.discriminator.net[0].linear
     assert abs(d_first.weight.std().item() - 0.02) < 0.002 and torch.count_nonzero(d_first.bias) == 0
+
+
+def test_the_pacgan_grid_adam_is_the_authors_blocks_adam():
+    """The authors' config says Adam beta1 0.8, in Blocks, whose Adam takes 1 - beta (defaults beta1 0.1,
+    beta2 0.001): mean = beta1 * grad + (1 - beta1) * mean. The experiment's torch Adam must follow the same
+    path as that rule, written out here from Blocks' `Adam.compute_step` (its 1 - 1e-8 decay of beta1 left
+    out)."""
+    configs = ["toy/grid.yaml", "model/mlp_pacgan.yaml", "experiment/pacgan_grid.yaml"]
+    args = [x for c in configs for x in ("--config", str(ROOT / "configs" / c))]
+    model = GANCLI(args=[*args, "--trainer.logger", "false"], run=False).model
+    param = torch.nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
+    opt = model._g_opt_factory([param])
+    lr, b1, b2, eps = 1e-4, 0.8, 0.001, 1e-8  # the authors' Blocks arguments
+    blocks, mean, var = param.detach().clone(), torch.zeros(3), torch.zeros(3)
+    grads = torch.tensor([[1.0, -2.0, 0.5], [-3.0, 1.0, 0.25], [0.5, 0.5, -1.0], [2.0, -1.0, 1.0]])
+    for t, grad in enumerate(grads, start=1):
+        opt.zero_grad()
+        param.grad = grad.clone()
+        opt.step()
+        mean = b1 * grad + (1 - b1) * mean
+        var = b2 * grad**2 + (1 - b2) * var
+        blocks -= lr * (1 - (1 - b2) ** t) ** 0.5 / (1 - (1 - b1) ** t) * mean / (var.sqrt() + eps)
+    torch.testing.assert_close(param.detach(), blocks, rtol=0, atol=1e-9)
