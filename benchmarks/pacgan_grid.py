@@ -304,7 +304,7 @@ def write_doc(studies: list[Study], a: argparse.Namespace) -> None:
         f"Command: `{study.command()}`{''.join(f' then `{s.command()}`' for s in studies[1:])}; the doc "
         f"and figure: the first command with `--longer {' '.join(str(shown(s.out)) for s in studies[1:])} "
         "--doc_only`. CPU, one thread, "
-        f"`nice -n 15`. {study.cost()}. Init: {study.init}.",
+        f"sharing the machine with other jobs (the load below says how much). {study.cost()}. Init: {study.init}.",
         "",
         SETTINGS.format(
             steps=study.steps[-1],
