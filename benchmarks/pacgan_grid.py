@@ -25,6 +25,7 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import lightning as L
@@ -133,7 +134,7 @@ class Study:
             runs.setdefault(int(key.split("/")[0]), []).append(results[key])
         return cls(out, runs)
 
-    @property
+    @cached_property
     def init(self) -> str:
         """The networks' initialization and Adam's betas these runs used, read back from a run's config."""
         run_dir = next(p for p in sorted(self.out.iterdir()) if (p / "config.yaml").is_file())

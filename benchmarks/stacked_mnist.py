@@ -30,9 +30,9 @@ from common import ROOT, build, load_runs, save_run
 from mode_coverage import ANALYSIS, write_keeping_analysis
 
 from gan_lightning.callbacks import save_grid
-from gan_lightning.data.base import to_unit_range
 from gan_lightning.data.stacked import StackedDigits
 from gan_lightning.metrics import DigitFeatures
+from gan_lightning.metrics.cache import extract
 from gan_lightning.metrics.features import class_coverage
 
 VARIANTS: dict[str, dict[str, str]] = {
@@ -78,19 +78,13 @@ def run(variant: str, d_width: int, seed: int, steps: int, out: Path, num_fake: 
     return results, cli.model.sample(cli.model.fixed_noise).cpu()
 
 
-@torch.no_grad()
 def real_floor(num: int, seed: int = 0) -> dict[str, float]:
     """Modes and KL of ``num`` random training triples, read by the same classifier: the score of a
     generator that sampled the training set itself (sampling noise plus classifier errors)."""
-    data = StackedDigits()
-    data.setup("fit")
-    train = data.splits["train"]
+    train = StackedDigits().build("train")
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:num]
-    digits = DigitFeatures(channels=3).eval()
-    predicted = [
-        digits(to_unit_range(train.__getitems__(chunk.tolist())[0]))[1].argmax(1) for chunk in idx.split(1000)
-    ]
-    return class_coverage(torch.cat(predicted), 1000)
+    logits = extract(train, idx, DigitFeatures(channels=3), 1000, torch.device("cpu"))[1]
+    return class_coverage(logits.argmax(1), 1000)
 
 
 def mean_sd(vals: list[float], digits: int) -> str:

@@ -240,10 +240,15 @@ def test_mlp_bn_momentum_sets_how_far_the_running_mean_moves_in_one_step():
         MLPGenerator((2,), norm="batch", bn_momentum=0.0)
 
 
-def test_the_pacgan_grid_configs_turn_on_the_authors_init_and_momentum():
+def pacgan_grid_model():
+    """The module of the PacGAN grid experiment, composed as its header documents."""
     configs = ["toy/grid.yaml", "model/mlp_pacgan.yaml", "experiment/pacgan_grid.yaml"]
     args = [x for c in configs for x in ("--config", str(ROOT / "configs" / c))]
-    model = GANCLI(args=[*args, "--trainer.logger", "false"], run=False).model
+    return GANCLI(args=[*args, "--trainer.logger", "false"], run=False).model
+
+
+def test_the_pacgan_grid_configs_turn_on_the_authors_init_and_momentum():
+    model = pacgan_grid_model()
     assert {m.momentum for m in model.generator.modules() if isinstance(m, torch.nn.BatchNorm1d)} == {0.05}
     d_first = model.discriminator.net[0].linear
     assert abs(d_first.weight.std().item() - 0.02) < 0.002 and torch.count_nonzero(d_first.bias) == 0
@@ -254,9 +259,7 @@ def test_the_pacgan_grid_adam_is_the_authors_blocks_adam():
     beta2 0.001): mean = beta1 * grad + (1 - beta1) * mean. The experiment's torch Adam must follow the same
     path as that rule, written out here from Blocks' `Adam.compute_step` (its 1 - 1e-8 decay of beta1 left
     out)."""
-    configs = ["toy/grid.yaml", "model/mlp_pacgan.yaml", "experiment/pacgan_grid.yaml"]
-    args = [x for c in configs for x in ("--config", str(ROOT / "configs" / c))]
-    model = GANCLI(args=[*args, "--trainer.logger", "false"], run=False).model
+    model = pacgan_grid_model()
     param = torch.nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
     opt = model._g_opt_factory([param])
     lr, b1, b2, eps = 1e-4, 0.8, 0.001, 1e-8  # the authors' Blocks arguments
