@@ -22,6 +22,8 @@ import torch
 from common import ROOT, build
 from throughput import Timer
 
+from gan_lightning.io import atomic_write_text
+
 # name -> (model configs composed on the quickstart, extra overrides)
 NETWORKS: dict[str, tuple[list[str], dict[str, str]]] = {
     "DCGAN (quickstart, width 32)": ([], {}),
@@ -119,9 +121,9 @@ def main() -> None:
     if marker in text:
         before, _, rest = text.partition(marker)
         after = rest.split("<!-- end cost table -->", 1)[-1] if "<!-- end cost table -->" in rest else ""
-        a.out.write_text(f"{before}{marker}\n{table}<!-- end cost table -->{after}")
+        atomic_write_text(a.out, f"{before}{marker}\n{table}<!-- end cost table -->{after}")
     else:
-        a.out.write_text(text + f"\n{marker}\n{table}<!-- end cost table -->\n")
+        atomic_write_text(a.out, text + f"\n{marker}\n{table}<!-- end cost table -->\n")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from mode_coverage import ANALYSIS, kept_analysis
 
 from gan_lightning.callbacks import save_grid
 from gan_lightning.data import EmbeddedDigits
+from gan_lightning.io import atomic_write_text
 from gan_lightning.metrics.cache import extract
 from gan_lightning.metrics.digits import DigitFeatures
 from gan_lightning.metrics.scores import FeatureScores
@@ -254,7 +255,7 @@ def write_doc(results: dict, a: argparse.Namespace) -> None:
         "![architectures on the digits](architectures_digits_grid.png)",
         "",
     ]
-    (a.docs / "architectures_digits.md").write_text("\n".join(lines))
+    atomic_write_text(a.docs / "architectures_digits.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gan_lightning.cli import GANCLI
+from gan_lightning.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {
@@ -35,14 +36,12 @@ def load_runs(path: Path) -> dict:
 
 def save_run(path: Path, key: str, row: Any) -> dict:
     """Add one finished run to ``path`` and return every run there. Locked, since several processes may
-    share a study, and written to a temporary file in the same directory then renamed, so a killed
-    study never leaves half a file."""
+    share a study, and written atomically (gan_lightning.io: a temporary file in the same directory, then
+    renamed), so a killed study never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         runs = load_runs(path)
         runs[key] = row
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(runs, indent=1))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(runs, indent=1))
     return runs

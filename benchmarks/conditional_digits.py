@@ -26,6 +26,7 @@ from mode_coverage import ANALYSIS, kept_analysis
 
 from gan_lightning.callbacks import save_grid
 from gan_lightning.data.base import to_unit_range
+from gan_lightning.io import atomic_write_text
 from gan_lightning.metrics.conditional import conditional_scores
 from gan_lightning.metrics.digits import DigitFeatures
 
@@ -76,7 +77,7 @@ def main() -> None:
     record = {**scores, "overall": overall, "train_minutes": train_minutes, "eval_minutes": eval_minutes}
     record.update(steps=cli.trainer.global_step, num_real=len(real), command=command_line())
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "results.json").write_text(json.dumps(record, indent=1))
+    atomic_write_text(a.out / "results.json", json.dumps(record, indent=1))
     print(json.dumps(record), flush=True)
     write_doc(record, a, grid, len(real))
 
@@ -126,7 +127,7 @@ def write_doc(r: dict, a: argparse.Namespace, grid: Path, num_real: int) -> None
         f"![conditional digits]({grid.name})",
         "",
     ]
-    (a.docs / "conditional_digits.md").write_text("\n".join(lines))
+    atomic_write_text(a.docs / "conditional_digits.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from gan_lightning.io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ["ddp_all_reduce", "ddp_find_unused_parameters_true"]
 # name -> (what it is, CLI arguments, timed G steps); the MLPs are where per-step overhead shows
@@ -66,7 +68,7 @@ class StepTimer(L.Callback):
         seconds, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu
         steps = trainer.global_step - self.warmup
         result = {"rate": steps / seconds, "cpu_ms": 1000 * cpu / steps}
-        Path(f"{self.out}.rank{trainer.global_rank}").write_text(json.dumps(result))
+        atomic_write_text(Path(f"{self.out}.rank{trainer.global_rank}"), json.dumps(result))
 
 
 def measure(row: str, strategy: str, steps: int, warmup: int, work: Path) -> tuple[float, float]:
@@ -118,7 +120,7 @@ def main() -> None:
                         f"round {i + 1}: {row} / {strategy}: {rate:.1f} G steps/s, {cpu:.1f} CPU ms / G step"
                     )
     load_after = os.getloadavg()
-    a.out.write_text(render(a, runs, load_before, load_after))
+    atomic_write_text(a.out, render(a, runs, load_before, load_after))
     print(a.out.read_text())
 
 

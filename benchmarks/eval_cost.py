@@ -26,6 +26,7 @@ from common import ROOT, build
 
 from gan_lightning.data import EmbeddedDigits
 from gan_lightning.evaluation import GANMetrics
+from gan_lightning.io import atomic_write_text
 from gan_lightning.metrics import DigitFeatures, InceptionV3
 from gan_lightning.metrics.digits import default_weights_path
 from gan_lightning.metrics.inception import default_weights_path as inception_weights_path
@@ -153,7 +154,7 @@ def main() -> None:
         f"| {reference['mode_kl']:.4f} |",
         "",
     ]
-    a.out.write_text("\n".join(lines))
+    atomic_write_text(a.out, "\n".join(lines))
     print("\n".join(lines))
 
 

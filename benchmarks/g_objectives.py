@@ -31,6 +31,7 @@ from common import ROOT, build
 from mode_coverage import fmt, scatter_sheet
 
 from gan_lightning.data.toy2d import MIXTURE_STD, mixture_means
+from gan_lightning.io import atomic_write_text
 from gan_lightning.metrics import mode_coverage
 from gan_lightning.sample import generate
 
@@ -148,7 +149,7 @@ def main() -> None:
     doc = a.docs / "g_objectives.md"
     kept = doc.read_text().split(ANALYSIS, 1) if doc.is_file() else []
     analysis = [ANALYSIS + kept[1]] if len(kept) == 2 else []  # the hand-written reading is kept
-    doc.write_text("\n".join(lines + analysis) + "\n")
+    atomic_write_text(doc, "\n".join(lines + analysis) + "\n")
     print("\n".join(lines))
 
 

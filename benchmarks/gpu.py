@@ -33,6 +33,7 @@ import torch
 from common import ROOT, build
 
 from gan_lightning.data.base import GANDataModule, TensorSamples
+from gan_lightning.io import atomic_write_text
 
 MODELS = {  # name: (configs, image size, compile D too)
     "DCGAN-64": (["model/dcgan.yaml"], 64, True),
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(text)
+    atomic_write_text(a.out, text)
     print(text)
     return 0
 

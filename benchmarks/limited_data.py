@@ -26,6 +26,8 @@ import torch
 from common import ROOT, build, load_runs, save_run
 from mode_coverage import ANALYSIS, kept_analysis
 
+from gan_lightning.io import atomic_write_text
+
 ARMS = {  # name: (config fragments, what the doc calls it)
     "plain": ([], "none"),
     "diffaugment": (["tricks/diffaugment.yaml"], "DiffAugment, every D input"),
@@ -112,7 +114,7 @@ def write_doc(results: dict, a: argparse.Namespace, sizes: list[int | None]) -> 
                 if None not in runs:
                     lines.append(row(steps, arm, runs))
     lines.append("")
-    (a.docs / "limited_data.md").write_text("\n".join(lines))
+    atomic_write_text(a.docs / "limited_data.md", "\n".join(lines))
 
 
 def row(steps: int, arm: str, runs: list[dict]) -> str:

@@ -30,6 +30,7 @@ import torch
 from common import ROOT, build
 
 from gan_lightning.data.toy2d import MIXTURE_STD, mixture_means
+from gan_lightning.io import atomic_write_text
 from gan_lightning.metrics import mode_coverage
 from gan_lightning.sample import generate
 
@@ -182,7 +183,7 @@ def write_keeping_analysis(path: Path, lines: list[str]) -> None:
     if analysis:
         i = lines.index(ANALYSIS[0])
         lines[i : i + 2] = analysis[:1]
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
 
 
 def main() -> None:
@@ -220,7 +221,7 @@ def main() -> None:
         scatter_sheet(sheet, dataset, a.docs / f"mode_coverage_{dataset}.png")
     minutes = (time.perf_counter() - t_start) / 60
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "results.json").write_text(json.dumps(results, indent=1))
+    atomic_write_text(a.out / "results.json", json.dumps(results, indent=1))
     command = "python benchmarks/mode_coverage.py " + " ".join(sys.argv[1:])
     md = a.docs / "mode_coverage.md"
     lines = [
@@ -264,7 +265,7 @@ def main() -> None:
         f"| {name} | {' + '.join(f'`{f}`' for f in files[name])} | {settings[name]} |" for name in files
     ]
     lines += ["", PUBLISHED]
-    md.write_text("\n".join(lines))
+    atomic_write_text(md, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gan_lightning.io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results -->", "<!-- end results -->"
 
@@ -59,7 +61,7 @@ def main() -> None:
     Image.fromarray(strip).save(a.grid, optimize=True)
     text = a.doc.read_text() if a.doc.exists() else f"{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
-    a.doc.write_text(head + "\n".join(lines) + rest.split(END, 1)[1])
+    atomic_write_text(a.doc, head + "\n".join(lines) + rest.split(END, 1)[1])
     print("\n".join(lines))
     print("grids:", ", ".join(p.name for p in last_of.values()))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from common import ROOT
 
 from gan_lightning.cli import GANCLI
+from gan_lightning.io import atomic_write_text
 
 
 def main() -> None:
@@ -82,7 +83,7 @@ def main() -> None:
         "![metrics](quickstart_metrics.png)",
         "",
     ]
-    (a.docs / "quickstart_metrics.md").write_text("\n".join(lines))
+    atomic_write_text(a.docs / "quickstart_metrics.md", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -19,6 +19,8 @@ import lightning as L
 import torch
 from common import ROOT, build
 
+from gan_lightning.io import atomic_write_text
+
 ORDERS = ["d_first", "g_first", "simultaneous", "fused"]
 
 
@@ -105,7 +107,7 @@ def main() -> None:
     for order in ORDERS:
         runs = ", ".join(f"{r:.0f}" for r in rates[order])
         lines.append(f"| {order} | {median[order]:.0f} | {median[order] / median['d_first']:.2f}x | {runs} |")
-    a.out.write_text("\n".join(lines) + "\n")
+    atomic_write_text(a.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -20,6 +20,7 @@ import torch
 from common import ROOT, build
 from g_objectives import StepClock
 
+from gan_lightning.io import atomic_write_text
 from gan_lightning.losses import NonSaturating
 
 ENTRIES = {
@@ -114,7 +115,7 @@ def main() -> None:
         lines.append(
             f"| {name} | {t * 1e3:.1f} | {t / plain:.1f} | {mem / 2**20:.2f} MiB | {mem / mem_plain:.1f} |"
         )
-    (ROOT / "docs/unrolled_cost.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(ROOT / "docs/unrolled_cost.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
