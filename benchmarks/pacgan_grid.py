@@ -225,7 +225,7 @@ def figure(studies: list[Study], path: Path) -> None:
         for ax, pack in zip(row, study.runs):
             file = study.out / f"{name(pack)}-0.pt"
             if file.is_file():
-                pts = torch.load(file)
+                pts = torch.load(file, weights_only=True)
                 ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.3, rasterized=True)
             ax.scatter(means[:, 0], means[:, 1], s=12, marker="x", c="red")
             ax.set(

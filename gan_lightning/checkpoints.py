@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -53,39 +54,78 @@ class CheckpointError(GanLightningError):
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """The checkpoint at ``path`` as a dict, loaded without running any code it may carry."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; pass the path of a .ckpt file written by fit"
-        )
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(
-            f"checkpoint {path} is empty (0 bytes), e.g. from an interrupted copy; use another"
-        )
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if "WeightsUnpickler" in str(err) or "weights_only" in str(err):
-            reason = _unsafe_reason(str(err))
-            raise CheckpointError(
-                f"refused to load {path}: it holds a pickled object that could run code ({reason}); "
-                "gan_lightning checkpoints hold tensors and plain values only, so this file was not written "
-                "by it or was tampered with"
-            ) from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({reason})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({size} bytes; {first}): it is truncated or not a "
-            "checkpoint; use an earlier one (e.g. checkpoints/step=*.ckpt)"
-        ) from None
+    fix = "use an earlier one (e.g. checkpoints/step=*.ckpt)"
+    ckpt = load_file(path, "checkpoint", fix, map_location=map_location, mmap=mmap)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(
             f"{path} is not a gan_lightning checkpoint (no state_dict); pass one written by fit"
         )
     return ckpt
+
+
+def load_file(
+    path: str | Path,
+    kind: str,
+    fix: str,
+    map_location: Any = "cpu",
+    mmap: bool = False,
+    data: bytes | None = None,
+) -> Any:
+    """``torch.load(weights_only=True)`` of a file a user may have handed us (a checkpoint, weights, a
+    cache), after checking its CRC-32s; every way it can be bad is one :class:`CheckpointError` that names
+    ``path``, what it should be (``kind``) and ``fix``. ``data``: the file's bytes, already read (e.g. to
+    hash exactly what is loaded)."""
+    path = Path(path)
+    if data is None and not path.is_file():
+        raise CheckpointError(f"{kind} {path} does not exist; pass the path of an existing file")
+    size = len(data) if data is not None else path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{kind} {path} is empty (0 bytes), e.g. from an interrupted copy; {fix}")
+    source = io.BytesIO(data) if data is not None else path
+    _check_crc(source, f"{kind} {path}", size, fix)
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    try:
+        with warnings.catch_warnings():
+            # a damaged legacy file reads as some "pickle protocol 240"; the error line below says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(
+                source, map_location=map_location, weights_only=True, mmap=mmap and data is None
+            )
+    except pickle.UnpicklingError as err:
+        if "WeightsUnpickler" in str(err) or "weights_only" in str(err):
+            raise CheckpointError(
+                f"refused to load {kind} {path}: it holds a pickled object that could run code "
+                f"({_unsafe_reason(str(err))}); gan_lightning's files hold tensors and plain values only, "
+                "so this file was not written by it or was tampered with"
+            ) from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable {kind} ({size} bytes; {reason}); {fix}") from None
+    except Exception as err:
+        # The weights-only unpickler runs no code, so whatever it raises on random bytes (IndexError,
+        # struct.error, TypeError, ... besides the usual EOFError/RuntimeError) means a damaged file.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a readable {kind} ({size} bytes; {first}): it is truncated or damaged; {fix}"
+        ) from None
+
+
+def _check_crc(source: Path | io.BytesIO, what: str, size: int, fix: str) -> None:
+    """Refuse a zip checkpoint whose stored CRC-32s do not match its bytes (a flipped bit on disk or in a
+    copy). torch.load does not check them, so such a file would load, with silently wrong weights."""
+    if not zipfile.is_zipfile(source):
+        return  # a legacy or damaged file: torch.load names the problem
+    try:
+        with zipfile.ZipFile(source) as archive:
+            damaged = archive.testzip()  # reads every entry once: about 1 s per GB
+    except Exception as err:  # a damaged central directory, a truncated entry, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        damaged = f"? ({first})"
+    if damaged is not None:
+        raise CheckpointError(
+            f"{what} is damaged ({size} bytes; entry {damaged} fails its CRC-32 check, e.g. a bad copy or "
+            f"disk); {fix}"
+        )
 
 
 def _unsafe_reason(text: str) -> str:

@@ -4,6 +4,7 @@ metrics callback in training, the best-FID checkpoint and the `evaluate` subcomm
 import csv
 import json
 import math
+import random
 import urllib.error
 
 import numpy as np
@@ -142,6 +143,26 @@ def test_second_evaluation_and_a_new_run_read_real_features_from_the_cache(
     assert (a["rand_num_fake"], a["rand_num_real"]) == (200, 1000)  # FID's sample counts travel with it
 
 
+def test_a_damaged_cache_file_is_recomputed_with_a_warning(digits_and_module, monkeypatch, tmp_path):
+    monkeypatch.setenv("GAN_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    dm, module = digits_and_module
+    a = GANMetrics(RandomFeatures(), num_fake=200, num_real=1000, batch_size=100, kid_subset_size=100)
+    first = a.evaluate(module, dm)
+    (cached,) = (tmp_path / "cache/real_features").iterdir()
+    good = cached.read_bytes()
+    for damaged in (
+        good[: len(good) // 2],
+        b"\x80\x02" + bytes(range(40)),
+        good.replace(b"features", b"featurez"),
+    ):
+        cached.write_bytes(damaged)
+        b = GANMetrics(RandomFeatures(), num_fake=200, num_real=1000, batch_size=100, kid_subset_size=100)
+        with pytest.warns(UserWarning, match=f"feature cache {cached}.*recomputing it"):
+            again = b.evaluate(module, EmbeddedDigits(image_size=28))
+        assert b.extractor.calls == 1000 // 100 + 2  # the reals went through the extractor again
+        assert again == pytest.approx(first) and cached.read_bytes() == good  # rewritten, same content
+
+
 def test_cache_key_names_dataset_split_size_count_extractor_and_content():
     extractor = RandomFeatures()
     dm = EmbeddedDigits(image_size=28)
@@ -172,6 +193,24 @@ def test_inception_loads_a_local_weights_file_and_gives_pool_features_and_logits
     features, logits = net(torch.rand(2, 1, 28, 28) * 2 - 1)
     assert features.shape == (2, 2048) and logits.shape == (2, 1008)
     assert net.name.startswith("inception-v3-")  # keyed by a hash of the weights
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit_flipped", "random"])
+def test_a_damaged_inception_weights_file_is_one_config_error(random_inception_weights, tmp_path, damage):
+    good = random_inception_weights.read_bytes()
+    bad = bytearray(good)
+    if damage == "truncated":
+        bad = bad[: len(bad) // 2]
+    elif damage == "bit_flipped":
+        bad[len(bad) // 2] ^= 4  # inside the largest tensors: torch.load alone would not notice
+    else:
+        bad = b"\x80\x02" + random.Random(0).randbytes(4096)
+    path = tmp_path / "inception.pth"
+    path.write_bytes(bytes(bad))
+    with pytest.raises(ConfigError, match="InceptionV3 weights") as err:
+        InceptionV3(weights_path=str(path))
+    assert "inception.pth" in str(err.value)
+    assert ("CRC-32" in str(err.value)) == (damage == "bit_flipped")
 
 
 def test_inception_input_is_the_uint8_image_of_the_samples(random_inception_weights, monkeypatch):

@@ -122,6 +122,18 @@ def test_a_file_that_is_not_the_classifier_is_a_config_error(tmp_path):
         DigitFeatures(str(tmp_path / "other.pt"))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "bit_flipped"])
+def test_a_damaged_classifier_file_is_one_config_error(trained, tmp_path, damage):
+    good = bytearray(trained.path.read_bytes())
+    bad = good[: len(good) // 2] if damage == "truncated" else good
+    if damage == "bit_flipped":
+        bad[len(bad) // 2] ^= 4
+    (tmp_path / "digits.pt").write_bytes(bytes(bad))
+    with pytest.raises(ConfigError, match="python -m gan_lightning.metrics.digits") as err:
+        DigitFeatures(str(tmp_path / "digits.pt"))
+    assert "digits.pt" in str(err.value) and "DigitClassifier file" in str(err.value)
+
+
 def test_channel_count_is_validated(trained):
     with pytest.raises(ConfigError, match="1 .* or 3"):
         DigitFeatures(str(trained.path), channels=2)

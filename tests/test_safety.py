@@ -3,11 +3,15 @@ input give one line and change no file, concurrent runs never share a directory,
 
 from __future__ import annotations
 
+import io
 import os
+import random
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -111,15 +115,54 @@ def test_own_checkpoints_load_with_weights_only_and_no_allow_listed_types(traine
     assert ckpt["global_step"] == 3 and "noise_rng_state" in ckpt
 
 
-@pytest.mark.parametrize("content", ["missing", "empty", "truncated", "random"])
+def damaged_copies(good: bytes, content: str) -> list[bytes]:
+    """Damaged versions of the checkpoint bytes ``good``, the same on every run (seeded)."""
+    rng = random.Random(0)
+    if content == "empty":
+        return [b""]
+    if content == "truncated":
+        return [good[: len(good) // 2], good[: len(good) // 3], good[:100]]
+    if content == "random":  # bare, or behind a legacy-pickle or a zip magic: 1 in 20 once raised IndexError
+        return [
+            prefix + rng.randbytes(n)
+            for prefix in (b"", b"\x80\x02", b"PK\x03\x04")
+            for n in (1, 7, 64, 4096)
+            for _ in range(15)
+        ]
+    assert (
+        content == "bit_flipped"
+    )  # one bit inside each stored tensor's bytes: loads fine unless CRCs are read
+    copies = []
+    with zipfile.ZipFile(io.BytesIO(good)) as archive:
+        for info in archive.infolist():
+            if "/data/" not in info.filename or info.file_size == 0:
+                continue
+            name_len, extra_len = struct.unpack(
+                "<HH", good[info.header_offset + 26 : info.header_offset + 30]
+            )
+            start = info.header_offset + 30 + name_len + extra_len
+            damaged = bytearray(good)
+            damaged[start + rng.randrange(info.compress_size)] ^= 1 << rng.randrange(8)
+            copies.append(bytes(damaged))
+    assert len(copies) >= 4
+    return copies
+
+
+@pytest.mark.parametrize("content", ["missing", "empty", "truncated", "random", "bit_flipped"])
 def test_damaged_checkpoint_files_are_named_in_one_error(trained, tmp_path, content):
     path = tmp_path / "bad.ckpt"
-    good = (trained / "checkpoints/last.ckpt").read_bytes()
-    data = {"empty": b"", "truncated": good[: len(good) // 2], "random": os.urandom(4096)}
-    if content != "missing":
-        path.write_bytes(data[content])
-    with pytest.raises(CheckpointError, match="bad.ckpt"):
-        read_checkpoint(path)
+    copies = (
+        [None]
+        if content == "missing"
+        else damaged_copies((trained / "checkpoints/last.ckpt").read_bytes(), content)
+    )
+    for data in copies:
+        if data is not None:
+            path.write_bytes(data)
+        with pytest.raises(CheckpointError, match="bad.ckpt") as err:
+            read_checkpoint(path)
+        if content == "bit_flipped":
+            assert "CRC-32" in str(err.value)
 
 
 # --- 2 & 3. atomic writes across filesystems, and a full disk ----------------------------------------
@@ -366,13 +409,11 @@ def test_bad_fit_input_gives_one_line_and_creates_no_run_directory(tmp_path, cas
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("content", ["empty", "truncated", "random"])
+@pytest.mark.parametrize("content", ["empty", "truncated", "random", "bit_flipped"])
 def test_fit_and_sample_with_a_damaged_checkpoint_give_one_line(trained, tmp_path, content):
     good = (trained / "checkpoints/last.ckpt").read_bytes()
     bad = tmp_path / "bad.ckpt"
-    bad.write_bytes(
-        {"empty": b"", "truncated": good[: len(good) // 3], "random": os.urandom(50_000)}[content]
-    )
+    bad.write_bytes(damaged_copies(good, content)[-1])
     before = snapshot(tmp_path)
     fit = run_cli_subprocess(
         ["fit", *DIGITS_TINY, *tiny_args(tmp_path / "run", max_steps=5), "--ckpt_path", str(bad)]

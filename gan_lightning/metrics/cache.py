@@ -10,12 +10,15 @@ file (atomically: a crash never leaves a half-written cache).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from gan_lightning.checkpoints import CheckpointError, load_file
 from gan_lightning.data.base import to_unit_range
 from gan_lightning.metrics.features import FeatureExtractor, atomic_save, cache_dir
 
@@ -87,8 +90,13 @@ def real_features(
     if world_size > 1:  # one decision for all ranks, or some would wait in all_gather forever
         assert all_gather is not None, "world_size > 1 needs an all_gather"
         hit = bool(all_gather(torch.tensor([int(hit)], device=device)).min())
-    if hit:
-        return torch.load(path, map_location=device, weights_only=True)["features"]
+    cached = _read_cached(path, device) if hit else None
+    if world_size > 1 and hit:  # a rank that could not read the file makes every rank recompute
+        assert all_gather is not None
+        if not bool(all_gather(torch.tensor([int(cached is not None)], device=device)).min()):
+            cached = None
+    if cached is not None:
+        return cached
     indices = subset_indices(len(dataset), num)  # type: ignore[arg-type]
     mine = indices[rank::world_size]
     f = extract(dataset, mine, extractor, batch_size, device)[0]
@@ -112,3 +120,13 @@ def _gather_strided(
         count = len(range(r, n, world_size))
         out[r::world_size] = gathered[r][:count]
     return out
+
+
+def _read_cached(path: Path, device: torch.device) -> Tensor | None:
+    """The cached features, or None (with a warning) if the file is damaged: it is then recomputed."""
+    try:
+        features = load_file(path, "feature cache", "it is recomputed", map_location=device)["features"]
+    except (CheckpointError, KeyError, TypeError) as err:
+        warnings.warn(f"feature cache {path} is unusable ({err}); recomputing it", stacklevel=2)
+        return None
+    return features if isinstance(features, Tensor) else None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import math
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan_lightning.checkpoints import CheckpointError, load_file
 from gan_lightning.data.base import to_unit_range
 from gan_lightning.data.digits import load_embedded_digits, split_indices
 from gan_lightning.errors import ConfigError
@@ -188,14 +188,16 @@ class DigitFeatures(FeatureExtractor):
             print(f"digit classifier weights not found: training them now into {path}")
             train_digit_classifier(path)
         blob = path.read_bytes()  # hash and load the same bytes, even if another process replaces the file
-        record = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        fix = f"delete it and run: {TRAIN_COMMAND}"
+        try:
+            record = load_file(path, "DigitClassifier file", fix, data=blob)
+        except CheckpointError as err:
+            raise ConfigError(str(err)) from None
         self.classifier = DigitClassifier()
         try:
             self.classifier.load_state_dict(record["state_dict"])
-        except (KeyError, RuntimeError) as e:
-            raise ConfigError(
-                f"{path} is not a DigitClassifier file; delete it and run: {TRAIN_COMMAND}"
-            ) from e
+        except (KeyError, RuntimeError, TypeError) as e:
+            raise ConfigError(f"{path} is not a DigitClassifier file; {fix}") from e
         self.val_accuracy: float = record.get("val_accuracy", float("nan"))
         digest = hashlib.sha1(blob).hexdigest()[:10]
         # features differ with the channel count, so it is part of the cache key

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from gan_lightning.checkpoints import CheckpointError, load_file
 from gan_lightning.data.base import to_uint8
 from gan_lightning.errors import ConfigError, GanLightningError
 from gan_lightning.io import atomic_write
@@ -164,16 +164,19 @@ class InceptionV3(FeatureExtractor):
             resize = "antialias"
         path = resolve_weights(weights_path)
         try:
-            # weights_only: a user-given file is never unpickled (torch-fidelity itself would, so it gets
-            # the safely loaded tensors, re-serialized in memory)
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # a user-given file is never unpickled (torch-fidelity itself would, so it gets the safely
+            # loaded tensors, re-serialized in memory)
+            state = load_file(path, "InceptionV3 weights file", _missing_weights_message("this file is bad"))
+        except CheckpointError as err:
+            raise ConfigError(str(err)) from None
+        try:
             buffer = io.BytesIO()
             torch.save(state, buffer)
             del state
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self.net = fidelity_net(buffer)
-        except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:
+        except (RuntimeError, OSError, EOFError, KeyError, ValueError, TypeError, AttributeError) as err:
             raise ConfigError(
                 f"{path} is not a valid InceptionV3 weights file ({type(err).__name__}); "
                 + _missing_weights_message("the file could not be loaded")
