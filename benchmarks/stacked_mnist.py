@@ -6,6 +6,8 @@ at equal G steps, with D at G's width and in PacGAN's Table 3 setting (D at a qu
     python benchmarks/stacked_mnist.py --steps 5000 --seeds 2 --variants plain --d_widths 8   # a share
     python benchmarks/stacked_mnist.py --steps 5000 --seeds 2 --only_seeds 1                  # another
     python benchmarks/stacked_mnist.py --steps 5000 --seeds 2 --doc_only      # the doc from what is done
+    python benchmarks/stacked_mnist.py --steps 30000 --keep_checkpoints --out runs/bench_stacked_30k ...
+    python benchmarks/stacked_mnist.py --steps 40000 --extend runs/bench_stacked_30k --out runs/bench_stacked_40k
 
 Each run is `configs/stacked_mnist.yaml` (DCGAN, G width 32) plus the variant's flags, trained for
 ``--steps`` generator steps; the modes are counted by its metrics callback (the digit classifier on each
@@ -60,7 +62,20 @@ def key(variant: str, d_width: int, seed: int) -> str:
     return f"{variant}/d{d_width}/seed{seed}"
 
 
-def run(variant: str, d_width: int, seed: int, steps: int, out: Path, num_fake: int) -> tuple[dict, object]:
+def run(
+    variant: str,
+    d_width: int,
+    seed: int,
+    steps: int,
+    out: Path,
+    num_fake: int,
+    keep: bool = False,
+    resume: Path | None = None,
+) -> tuple[dict, object]:
+    """Train one run and score its final EMA G. ``keep``: leave ``checkpoints/last.ckpt`` in its folder;
+    ``resume``: continue that checkpoint of a shorter run (resuming is bitwise the same run, so this is
+    the longer run itself, minus the steps already paid for)."""
+    keeping = {"--checkpoint.save_last": "true"} if keep else {}
     cli = build(
         ["stacked_mnist.yaml"],
         {
@@ -70,9 +85,10 @@ def run(variant: str, d_width: int, seed: int, steps: int, out: Path, num_fake: 
             "--model.discriminator.init_args.width": str(d_width),
             "--metrics.num_fake": str(num_fake),
             **VARIANTS[variant],
+            **keeping,
         },
     )
-    cli.trainer.fit(cli.model, cli.datamodule)
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=resume)
     metrics = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "GANMetrics")
     results = metrics.evaluate(cli.model, cli.datamodule)  # the final (EMA) G
     return results, cli.model.sample(cli.model.fixed_noise).cpu()
@@ -199,6 +215,16 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     parser.add_argument("--doc_only", action="store_true", help="write the doc from the finished runs")
     parser.add_argument(
+        "--keep_checkpoints",
+        action="store_true",
+        help="leave each run's checkpoints/last.ckpt, so a longer budget can continue it (--extend)",
+    )
+    parser.add_argument(
+        "--extend",
+        type=Path,
+        help="an --out folder of shorter runs made with --keep_checkpoints: continue each from there",
+    )
+    parser.add_argument(
         "--longer",
         nargs="*",
         type=Path,
@@ -216,9 +242,15 @@ def main() -> None:
             for variant in a.variants:
                 if key(variant, d_width, seed) in done:
                     continue
-                t0 = time.perf_counter()
-                row, grid = run(variant, d_width, seed, a.steps, a.out, a.num_fake)
-                row = {k: float(v) for k, v in row.items()} | {"seconds": time.perf_counter() - t0}
+                t0, before, resume = time.perf_counter(), 0.0, None
+                if a.extend is not None:  # minutes stay those of the whole run: the shorter one's, plus these
+                    before = load_runs(a.extend / "results.json")[key(variant, d_width, seed)]["seconds"]
+                    resume = a.extend / key(variant, d_width, seed) / "checkpoints/last.ckpt"
+                row, grid = run(
+                    variant, d_width, seed, a.steps, a.out, a.num_fake, a.keep_checkpoints, resume
+                )
+                seconds = before + time.perf_counter() - t0
+                row = {k: float(v) for k, v in row.items()} | {"seconds": seconds}
                 done = save_run(results, key(variant, d_width, seed), row)
                 print(key(variant, d_width, seed), row, flush=True)
                 if (variant, d_width, seed) == ("plain", G_WIDTH, 0):
