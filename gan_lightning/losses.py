@@ -3,7 +3,8 @@
 Convention used everywhere: D outputs a raw score (a logit for the probabilistic families); real data
 should score *high*. Every family implements
 
-* ``d_loss(real_out, fake_out)``: minimized by the discriminator;
+* ``d_loss(real_out, fake_out, generator=None)``: minimized by the discriminator (``generator``: the RNG
+  of random label targets, see :class:`LabelTargets`);
 * ``g_loss(fake_out, real_out)``: minimized by the generator (``real_out`` is only read by the
   relativistic families, which compare fake scores to real ones; they set ``g_loss_uses_real``).
 
@@ -39,14 +40,14 @@ class GANLoss:
     #: compares scores (a Wasserstein critic, the relativistic families)
     decision_threshold: float | None = 0.0
 
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+    def d_loss(self, real_out: Tensor, fake_out: Tensor, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if k != "generator")
+        args = ", ".join(f"{k}={v}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
 
 
@@ -66,7 +67,7 @@ class LabelTargets:
     (drawn the same way), independently.
 
     A subclass provides the constant targets ``real_target`` and ``fake_target``. Random draws come from
-    ``generator``, which the GANModule sets to its checkpointed RNG (else the global torch RNG), one
+    the ``generator`` passed to ``d_loss`` (the GANModule's checkpointed RNG; else the global torch RNG), one
     U[0, 1) per sample, in this order: real targets of the reals (with a range), flip draws of the reals,
     flip draws of the fakes, real targets of the fakes (with a range and flipping).
     """
@@ -84,34 +85,35 @@ class LabelTargets:
             raise ConfigError(f"flip_prob is a probability and must be in [0, 1], got {flip_prob}")
         self.real_target_range = real_target_range
         self.flip_prob = flip_prob
-        # Set by the GANModule to its checkpointed noise RNG, so random targets resume exactly.
-        self.generator: torch.Generator | None = None
 
     @property
     def random_targets(self) -> bool:
         """Whether the targets are drawn (a range or flipping), rather than the two constants."""
         return self.real_target_range is not None or self.flip_prob > 0.0
 
-    def _uniform(self, scores: Tensor) -> Tensor:
+    @staticmethod
+    def _uniform(scores: Tensor, generator: torch.Generator | None) -> Tensor:
         """One U[0, 1) per sample, shaped (batch, 1, ...) to broadcast over the scores."""
-        u = torch.rand(scores.shape[0], generator=self.generator, device=scores.device, dtype=scores.dtype)
+        u = torch.rand(scores.shape[0], generator=generator, device=scores.device, dtype=scores.dtype)
         return u.view((-1,) + (1,) * (scores.dim() - 1))
 
-    def _real_targets(self, scores: Tensor) -> Tensor:
+    def _real_targets(self, scores: Tensor, generator: torch.Generator | None) -> Tensor:
         if self.real_target_range is None:
             return torch.full_like(scores, self.real_target)
         lo, hi = self.real_target_range
-        return (lo + (hi - lo) * self._uniform(scores)).expand_as(scores)
+        return (lo + (hi - lo) * self._uniform(scores, generator)).expand_as(scores)
 
-    def targets(self, real_out: Tensor, fake_out: Tensor) -> tuple[Tensor, Tensor]:
-        """The D-loss targets (t_real, t_fake), shaped like the scores."""
-        t_real = self._real_targets(real_out)
+    def targets(
+        self, real_out: Tensor, fake_out: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The D-loss targets (t_real, t_fake), shaped like the scores; random ones from ``generator``."""
+        t_real = self._real_targets(real_out, generator)
         t_fake = torch.full_like(fake_out, self.fake_target)
         if self.flip_prob > 0.0:
-            flip_real = self._uniform(real_out) < self.flip_prob
-            flip_fake = self._uniform(fake_out) < self.flip_prob
+            flip_real = self._uniform(real_out, generator) < self.flip_prob
+            flip_fake = self._uniform(fake_out, generator) < self.flip_prob
             t_real = torch.where(flip_real, torch.full_like(real_out, self.fake_target), t_real)
-            t_fake = torch.where(flip_fake, self._real_targets(fake_out), t_fake)
+            t_fake = torch.where(flip_fake, self._real_targets(fake_out, generator), t_fake)
         return t_real, t_fake
 
 
@@ -149,10 +151,10 @@ class _BinaryCrossEntropy(GANLoss, LabelTargets):
         # -[t log sigmoid(u) + (1 - t) log(1 - sigmoid(u))], with log(1 - sigmoid(u)) = -softplus(u)
         return (target * F.softplus(-scores) + (1.0 - target) * F.softplus(scores)).mean()
 
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+    def d_loss(self, real_out: Tensor, fake_out: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if not self.random_targets and self.real_target == 1.0:  # today's exact formula
             return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
-        t_real, t_fake = self.targets(real_out, fake_out)
+        t_real, t_fake = self.targets(real_out, fake_out, generator)
         return self._bce(real_out, t_real) + self._bce(fake_out, t_fake)
 
 
@@ -196,7 +198,7 @@ class Hinge(GANLoss):
     G: -D(G(z))
     """
 
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+    def d_loss(self, real_out: Tensor, fake_out: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return torch.relu(1.0 - real_out).mean() + torch.relu(1.0 + fake_out).mean()
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
@@ -217,7 +219,7 @@ class Wasserstein(GANLoss):
 
     decision_threshold = None  # a critic's scores only mean something relative to each other
 
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+    def d_loss(self, real_out: Tensor, fake_out: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return fake_out.mean() - real_out.mean()
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
@@ -275,10 +277,10 @@ class LeastSquares(GANLoss, LabelTargets):
     def decision_threshold(self) -> float:  # the midpoint of the two targets
         return 0.5 * (self.a + self.b)
 
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+    def d_loss(self, real_out: Tensor, fake_out: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if not self.random_targets:
             return 0.5 * (real_out - self.b).pow(2).mean() + 0.5 * (fake_out - self.a).pow(2).mean()
-        t_real, t_fake = self.targets(real_out, fake_out)
+        t_real, t_fake = self.targets(real_out, fake_out, generator)
         return 0.5 * (real_out - t_real).pow(2).mean() + 0.5 * (fake_out - t_fake).pow(2).mean()
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
@@ -310,7 +312,7 @@ class RSGAN(GANLoss):
     g_loss_uses_real = True
     decision_threshold = None  # relative: D judges D(x) against D(G(z))
 
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+    def d_loss(self, real_out: Tensor, fake_out: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return F.softplus(-(real_out - fake_out)).mean()
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
@@ -336,7 +338,7 @@ class RaGAN(GANLoss):
         # -log sigmoid(hi - E lo) - log(1 - sigmoid(lo - E hi))
         return F.softplus(-(hi - lo.mean())).mean() + F.softplus(lo - hi.mean()).mean()
 
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+    def d_loss(self, real_out: Tensor, fake_out: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self._loss(real_out, fake_out)
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
@@ -359,7 +361,7 @@ class RaLSGAN(GANLoss):
     def _loss(hi: Tensor, lo: Tensor) -> Tensor:
         return (hi - lo.mean() - 1.0).pow(2).mean() + (lo - hi.mean() + 1.0).pow(2).mean()
 
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+    def d_loss(self, real_out: Tensor, fake_out: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self._loss(real_out, fake_out)
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
@@ -382,7 +384,7 @@ class RaHinge(GANLoss):
     def _loss(hi: Tensor, lo: Tensor) -> Tensor:
         return torch.relu(1.0 - (hi - lo.mean())).mean() + torch.relu(1.0 + (lo - hi.mean())).mean()
 
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+    def d_loss(self, real_out: Tensor, fake_out: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self._loss(real_out, fake_out)
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:

@@ -37,19 +37,32 @@ class Regularizer:
             raise ConfigError(f"{type(self).__name__}.every must be >= 1, got {every}")
         self.weight = weight
         self.every = every
-        # Set by the GANModule to its checkpointed noise RNG, so random penalties resume exactly, and to
-        # the trainer's AMP GradScaler (16-mixed only), so input gradients are taken at the loss scale.
-        self.generator: torch.Generator | None = None
-        self.scaler: GradScaler | None = None
 
     def is_due(self, d_step: int) -> bool:
         return d_step % self.every == 0
 
-    def scaled_penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        """The term added to the D loss on a due step: weight * every * penalty."""
-        return self.weight * self.every * self.penalty(discriminator, real, fake)
+    def scaled_penalty(
+        self,
+        discriminator: nn.Module,
+        real: Tensor,
+        fake: Tensor,
+        generator: torch.Generator | None = None,
+        scaler: GradScaler | None = None,
+    ) -> Tensor:
+        """The term added to the D loss on a due step: weight * every * penalty. ``generator``: the RNG of
+        a random penalty's draws (the GANModule passes its checkpointed one, so they resume exactly; else
+        the global RNG); ``scaler``: the AMP GradScaler under 16-mixed, so input gradients are taken at
+        the loss scale. Arguments, not attributes: the penalty object stays the config that built it."""
+        return self.weight * self.every * self.penalty(discriminator, real, fake, generator, scaler)
 
-    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+    def penalty(
+        self,
+        discriminator: nn.Module,
+        real: Tensor,
+        fake: Tensor,
+        generator: torch.Generator | None = None,
+        scaler: GradScaler | None = None,
+    ) -> Tensor:
         return real.new_zeros(())
 
     @torch.no_grad()
@@ -57,7 +70,7 @@ class Regularizer:
         """Called after every D optimizer step."""
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if k not in ("generator", "scaler"))
+        args = ", ".join(f"{k}={v}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
 
 
@@ -96,8 +109,15 @@ class R1(Regularizer):
     def __init__(self, weight: float = 1.0, every: int = 1) -> None:
         super().__init__(weight=weight, every=every)
 
-    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        _, grad = input_gradients(discriminator, real, self.scaler)
+    def penalty(
+        self,
+        discriminator: nn.Module,
+        real: Tensor,
+        fake: Tensor,
+        generator: torch.Generator | None = None,
+        scaler: GradScaler | None = None,
+    ) -> Tensor:
+        _, grad = input_gradients(discriminator, real, scaler)
         return 0.5 * grad.pow(2).sum(1).mean()
 
 
@@ -114,8 +134,15 @@ class R2(Regularizer):
     def __init__(self, weight: float = 1.0, every: int = 1) -> None:
         super().__init__(weight=weight, every=every)
 
-    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        _, grad = input_gradients(discriminator, fake, self.scaler)
+    def penalty(
+        self,
+        discriminator: nn.Module,
+        real: Tensor,
+        fake: Tensor,
+        generator: torch.Generator | None = None,
+        scaler: GradScaler | None = None,
+    ) -> Tensor:
+        _, grad = input_gradients(discriminator, fake, scaler)
         return 0.5 * grad.pow(2).sum(1).mean()
 
 
@@ -123,8 +150,8 @@ class GradientPenalty(Regularizer):
     """Gradient-norm penalty on random interpolates between real and fake samples.
 
     penalty = E[(||grad_x D(x_hat)||_2 - target)^2],   x_hat = eps * x + (1 - eps) * G(z),
-    eps ~ U[0, 1) drawn once per sample (shared by all of a sample's features), from the global torch
-    RNG (seed it with ``torch.manual_seed``).
+    eps ~ U[0, 1) drawn once per sample (shared by all of a sample's features), from ``generator`` (in
+    training the GANModule's checkpointed RNG), else from the global torch RNG.
 
     target = 1 is WGAN-GP's two-sided penalty (Gulrajani et al. 2017, "Improved Training of Wasserstein
     GANs"; weight 10 there); target = 0 is the zero-centered 0-GP (Thanh-Tung et al. 2019, "Improving
@@ -151,8 +178,15 @@ class GradientPenalty(Regularizer):
         eps = _per_sample_uniform(real, generator)
         return fake + eps * (real - fake)
 
-    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        _, grad = input_gradients(discriminator, self.interpolate(real, fake, self.generator), self.scaler)
+    def penalty(
+        self,
+        discriminator: nn.Module,
+        real: Tensor,
+        fake: Tensor,
+        generator: torch.Generator | None = None,
+        scaler: GradScaler | None = None,
+    ) -> Tensor:
+        _, grad = input_gradients(discriminator, self.interpolate(real, fake, generator), scaler)
         return (grad.norm(2, dim=1) - self.target).pow(2).mean()
 
 
@@ -166,7 +200,7 @@ class DRAGANPenalty(Regularizer):
     where std(x) is one scalar: the (biased, ddof=0) standard deviation over every element of the real
     batch. This is the perturbation of the authors' released code, not the paper's Gaussian
     x + N(0, cI); note u >= 0, so the noise is one-sided. No interpolation between x and x_p is done.
-    The noise comes from the global torch RNG. Linear critic: (||w|| - k)^2.
+    The noise comes from ``generator``, else the global torch RNG. Linear critic: (||w|| - k)^2.
 
     Args:
         weight: gain (lambda; 10 in the paper).
@@ -188,8 +222,15 @@ class DRAGANPenalty(Regularizer):
         noise = torch.rand(real.shape, generator=generator, device=real.device, dtype=real.dtype)
         return real + self.c * real.std(correction=0) * noise
 
-    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        _, grad = input_gradients(discriminator, self.perturb(real, self.generator), self.scaler)
+    def penalty(
+        self,
+        discriminator: nn.Module,
+        real: Tensor,
+        fake: Tensor,
+        generator: torch.Generator | None = None,
+        scaler: GradScaler | None = None,
+    ) -> Tensor:
+        _, grad = input_gradients(discriminator, self.perturb(real, generator), scaler)
         return (grad.norm(2, dim=1) - self.k).pow(2).mean()
 
 
@@ -206,7 +247,14 @@ class DriftPenalty(Regularizer):
     def __init__(self, weight: float = 0.001, every: int = 1) -> None:
         super().__init__(weight=weight, every=every)
 
-    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+    def penalty(
+        self,
+        discriminator: nn.Module,
+        real: Tensor,
+        fake: Tensor,
+        generator: torch.Generator | None = None,
+        scaler: GradScaler | None = None,
+    ) -> Tensor:
         out = discriminator(real)
         return out.to(torch.promote_types(out.dtype, torch.float32)).pow(2).mean()  # fp32 under AMP
 
@@ -226,7 +274,14 @@ class WeightClipping(Regularizer):
             raise ConfigError(f"WeightClipping.clip must be > 0, got {clip}")
         self.clip = clip
 
-    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+    def penalty(
+        self,
+        discriminator: nn.Module,
+        real: Tensor,
+        fake: Tensor,
+        generator: torch.Generator | None = None,
+        scaler: GradScaler | None = None,
+    ) -> Tensor:
         return real.new_zeros(())
 
     @torch.no_grad()

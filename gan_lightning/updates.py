@@ -6,6 +6,7 @@ and this one what a step does (every method reads the module's attributes throug
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -41,8 +42,9 @@ class UpdateSteps:
         d_step = int(self.d_steps_done)
         for reg in self.regularizers:
             if reg.is_due(d_step):
-                reg.generator, reg.scaler = self.rng, grad_scaler(self.trainer)
-                term = reg.scaled_penalty(self.d_path.scorer(y), real, fake)
+                term = reg.scaled_penalty(
+                    self.d_path.scorer(y), real, fake, self.rng, grad_scaler(self.trainer)
+                )
                 self.record(f"loss/D/{type(reg).__name__.lower()}", term)
                 loss = loss + term
         return loss
@@ -123,9 +125,7 @@ class UpdateSteps:
             fake, y_fake = self._fakes_for_d(len(real))
             real_out, real_in, y_real = self.d_path.run(real, labels, self.rng, with_logits=True)
             fake_out, fake_in, _ = self.d_path.run(fake, y_fake, self.rng)
-            if hasattr(self.loss, "generator"):  # random label-smoothing targets and flips
-                self.loss.generator = self.rng
-            loss = self.loss.d_loss(real_out.scores, fake_out.scores)
+            loss = self.loss.d_loss(real_out.scores, fake_out.scores, self.rng)
             self.record("loss/D/main", loss)
             main = self._acgan(loss, real_out, y_real, "D")
             loss = self._weight_penalties(self._regularize(main, real_in, fake_in, y_real), "d")
@@ -155,7 +155,7 @@ class UpdateSteps:
                 loss = self.unrolled.g_loss(
                     self.discriminator,
                     d_opt,
-                    self.loss.d_loss,
+                    functools.partial(self.loss.d_loss, generator=self.rng),
                     self.loss.g_loss,
                     real_in,
                     fake_in,
@@ -186,7 +186,7 @@ class UpdateSteps:
         real_in, y_real = self.d_path.prepare(real, labels, self.rng)
         real_out = self.d_path.scores(real_in, y_real, with_logits=True)
         fake_out_sg, fake_out = (self.d_path.scores(x, y_in, with_logits=True) for x in (fake_in_sg, fake_in))
-        d_loss = self.loss.d_loss(real_out.scores, fake_out_sg.scores)
+        d_loss = self.loss.d_loss(real_out.scores, fake_out_sg.scores, self.rng)
         g_loss = self.loss.g_loss(fake_out.scores, real_out.scores)
         # 0 in value; its D gradients cancel exactly, leaving G's gradient of the G loss with D held fixed
         g_term = g_loss - self.loss.g_loss(fake_out_sg.scores, real_out.scores)
@@ -231,7 +231,7 @@ class UpdateSteps:
         y_both = torch.cat([y_real, y_in]) if self.num_classes else None
         out = self.d_path.scores(torch.cat([real_in, leaf]), y_both, with_logits=True)
         real_scores, fake_scores = out.scores.split([len(real_in), len(leaf)])
-        d_loss = self.loss.d_loss(real_scores, fake_scores)
+        d_loss = self.loss.d_loss(real_scores, fake_scores, self.rng)
         g_loss = self.loss.g_loss(fake_scores, real_scores)
         self.record("loss/D/main", d_loss)
         self.record("loss/G/main", g_loss)

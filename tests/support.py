@@ -15,7 +15,7 @@ class NaNAfterCalls(NonSaturating):
         self.calls = calls
         self._n = 0
 
-    def d_loss(self, real_out, fake_out):
+    def d_loss(self, real_out, fake_out, generator=None):
         self._n += 1
         loss = super().d_loss(real_out, fake_out)
         return loss * torch.nan if self._n > self.calls else loss

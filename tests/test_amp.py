@@ -142,7 +142,9 @@ def test_scaler_skips_a_step_with_an_inf_gradient_and_counts_it(tmp_path):
 class InfPenaltyOnce(Regularizer):
     """A penalty that is inf on the first D step (as an fp16 overflow of scaled input gradients is)."""
 
-    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+    def penalty(
+        self, discriminator: nn.Module, real: Tensor, fake: Tensor, generator=None, scaler=None
+    ) -> Tensor:
         self.calls = getattr(self, "calls", 0) + 1
         return (discriminator(real).pow(2).mean() + 1.0) * (float("inf") if self.calls == 1 else 0.0)
 
@@ -175,9 +177,8 @@ def test_penalty_with_a_scaler_equals_the_penalty_from_unscaled_gradients(reg):
     d = tiny_d()
 
     def penalty_and_weight_grads(scaler, autocast: bool):
-        reg.generator, reg.scaler = torch.Generator().manual_seed(2), scaler
         with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
-            value = reg.penalty(d, real, fake)
+            value = reg.penalty(d, real, fake, torch.Generator().manual_seed(2), scaler)
         grads = torch.autograd.grad(value, list(d.parameters())[:3])  # the last bias: no input gradient
         return value.float(), grads
 
@@ -200,9 +201,7 @@ def test_unscaled_grad_of_a_linear_critic_is_w_by_hand():
     scaler = torch.amp.GradScaler("cpu", init_scale=4096.0)
     grad = unscaled_grad(d(x).sum(), x, scaler, create_graph=True)
     assert torch.equal(grad, torch.tensor([[3.0, -4.0]]).expand(4, 2))
-    reg = GradientPenalty(target=1.0)
-    reg.scaler = scaler
-    assert reg.penalty(d, x, x).item() == 16.0
+    assert GradientPenalty(target=1.0).penalty(d, x, x, scaler=scaler).item() == 16.0
 
 
 def test_gradients_made_at_one_scale_are_brought_to_the_scalers_new_scale():

@@ -169,7 +169,7 @@ def test_the_same_run_at_the_normal_learning_rate_stays_quiet(caplog):
 class ScaledLoss(NonSaturating):
     """The non-saturating loss times 1e6: Adam's steps are unchanged, the gradients are huge."""
 
-    def d_loss(self, real_out, fake_out):
+    def d_loss(self, real_out, fake_out, generator=None):
         return 1e6 * super().d_loss(real_out, fake_out)
 
 

@@ -179,9 +179,8 @@ def mean(xs) -> float:
 
 
 def d_loss(loss, generator: torch.Generator | None = None) -> float:
-    loss.generator = generator
     real, fake = torch.tensor(REAL, dtype=torch.float64), torch.tensor(FAKE, dtype=torch.float64)
-    return loss.d_loss(real, fake).item()
+    return loss.d_loss(real, fake, generator).item()
 
 
 def uniforms(n: int, seed: int = 0) -> list[float]:

@@ -13,6 +13,7 @@ from gan_lightning.losses import RSGAN, Hinge, NonSaturating, RaGAN, RaLSGAN, Wa
 from gan_lightning.module import GANModule
 from gan_lightning.regularizers import R1, GradientPenalty, WeightClipping
 from gan_lightning.schedules import FixedDSteps, WGANSchedule
+from gan_lightning.tricks.g_objectives import UnrolledD
 
 ZERO_LR = partial(torch.optim.SGD, lr=0.0)  # gradients are formed, weights stay put ("D held fixed")
 
@@ -96,9 +97,9 @@ def test_weight_clipping_keeps_every_critic_weight_within_c_during_training(tmp_
 class CountingR1(R1):
     calls: list
 
-    def penalty(self, discriminator, real, fake):
+    def penalty(self, discriminator, real, fake, generator=None, scaler=None):
         self.calls.append(1)
-        return super().penalty(discriminator, real, fake)
+        return super().penalty(discriminator, real, fake, generator, scaler)
 
 
 def test_lazy_regularizer_runs_every_n_d_steps_in_the_loop(tmp_path):
@@ -172,3 +173,31 @@ def test_a_d_step_forms_no_generator_gradient_and_leaves_nothing_frozen(tmp_path
     assert all(g is None for g in g_grads)
     assert all(d is not None and d.abs().sum() > 0 for d in d_grads)
     assert all(p.requires_grad for p in module.generator.parameters())  # nothing left frozen
+
+
+class RecordsItsRNG(NonSaturating):
+    """Random real targets (a per-sample draw), recording the RNG each D loss draws them from."""
+
+    def d_loss(self, real_out, fake_out, generator=None):
+        self.rngs.append(generator)
+        return super().d_loss(real_out, fake_out, generator)
+
+
+class GPRecordsItsRNG(GradientPenalty):
+    def penalty(self, discriminator, real, fake, generator=None, scaler=None):
+        self.rngs.append(generator)
+        return super().penalty(discriminator, real, fake, generator, scaler)
+
+
+@pytest.mark.parametrize("order", ["d_first", "g_first", "simultaneous", "fused", "unrolled"])
+def test_random_targets_and_penalties_draw_from_the_modules_checkpointed_rng_in_every_order(tmp_path, order):
+    """Until they became call arguments, the D loss got the module's RNG only from ``d_step``: the
+    simultaneous and fused orders drew label-smoothing targets from the global RNG, which a resume does
+    not restore."""
+    loss, gp = RecordsItsRNG(real_target_range=(0.7, 1.2)), GPRecordsItsRNG(weight=1.0)
+    loss.rngs, gp.rngs = [], []
+    extra = {"unrolled": UnrolledD(k=1)} if order == "unrolled" else {"order": order}
+    module = toy_module(loss=loss, regularizers=[gp], **extra)
+    trainer(tmp_path, max_steps=2).fit(module, toy_data())
+    assert len(loss.rngs) >= 2 and len(gp.rngs) == 2
+    assert all(rng is module.rng for rng in loss.rngs + gp.rngs)
