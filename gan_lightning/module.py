@@ -63,6 +63,20 @@ def ema_with_warmup(decay: float) -> Callable:
     return update
 
 
+def skip_nvml_probe_without_cuda() -> None:
+    """On a machine with no CUDA device, let ``torch.cuda.is_available()`` answer from the CUDA runtime.
+
+    Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` when imported, so that the check cannot poison a
+    later fork. Then every ``is_available()`` probes NVML, and without a GPU the probe fails and is not
+    cached: a ``dlopen`` of the missing NVML library, about 30 µs, in every Adam/AdamW step (its
+    ``_accelerator_graph_capture_health_check``), 2-3 % of a small model's step on CPU
+    (docs/overhead.md). With no device there is nothing for a fork to inherit, so the runtime check is
+    both safe and cheap. Where a device exists the setting stays as Lightning made it.
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and torch.cuda.device_count() == 0:
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+
+
 class GANModule(UpdateSteps, L.LightningModule):
     """A GAN trained with manual optimization, one generator step per training step.
 
@@ -330,6 +344,9 @@ class GANModule(UpdateSteps, L.LightningModule):
         return torch.randint(self.num_classes, (n,), device=self.device, generator=self.rng)
 
     # --- optimizers ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        skip_nvml_probe_without_cuda()
+
     def configure_optimizers(self) -> list[dict[str, Any]]:
         configs = []
         for net, make_opt, make_sched in zip(

@@ -1,3 +1,4 @@
+import os
 from functools import partial
 
 import lightning as L
@@ -7,7 +8,7 @@ import torch
 from gan_lightning.data import EmbeddedDigits, GaussianMixture2D
 from gan_lightning.errors import TrainingDivergedError
 from gan_lightning.losses import GANLoss, Hinge
-from gan_lightning.module import GANModule
+from gan_lightning.module import GANModule, skip_nvml_probe_without_cuda
 from gan_lightning.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 from gan_lightning.schedules import DSteps, FixedDSteps
 
@@ -163,3 +164,22 @@ def test_ema_warmup_is_on_by_default_and_switchable():
     assert not toy_module(ema_decay=0.9, ema_warmup=False).generator_ema.multi_avg_fn.__qualname__.startswith(
         "ema_with_warmup"
     )
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 0, reason="checks the CPU-only machine's optimizer steps")
+def test_optimizer_steps_on_a_machine_without_cuda_do_not_probe_nvml(tmp_path, monkeypatch):
+    """Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 made every Adam step probe NVML (a failing dlopen)."""
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as `import lightning` leaves it
+    probes = []
+    real_probe = torch.cuda._device_count_nvml
+    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: probes.append(1) or real_probe())
+    trainer(tmp_path, max_steps=10).fit(toy_module(), toy_data())  # 20 Adam steps
+    assert len(probes) <= 3, len(probes)  # Lightning's accelerator set-up and ours; none per step
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
+
+
+def test_the_nvml_setting_is_left_alone_where_a_cuda_device_exists(monkeypatch):
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    skip_nvml_probe_without_cuda()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
