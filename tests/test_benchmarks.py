@@ -117,8 +117,25 @@ def test_evaluation_benchmarks_write_their_tables(tmp_path):
         str(tmp_path),
         "--out",
         str(tmp_path / "s"),
+        "--keep_checkpoints",
     )
     assert "| 0 |" in (tmp_path / "stacked_mnist.md").read_text()
+    longer = [
+        "--variants",
+        "plain",
+        "--d_widths",
+        "32",
+        "--longer",
+        str(tmp_path / "s"),
+        str(tmp_path / "s4"),
+    ]
+    run(
+        *["stacked_mnist.py", "--steps", "4", "--seeds", "1", "--num_fake", "500", "--docs", str(tmp_path)],
+        *["--out", str(tmp_path / "s4"), "--extend", str(tmp_path / "s"), "--keep_checkpoints", *longer],
+    )
+    doc = (tmp_path / "stacked_mnist.md").read_text()
+    assert "| 4 | plain | 32 | 0 |" in doc  # the extended run, in the longer budgets
+    assert "| plain, seed 0, 2 G steps |" in doc and "| plain, seed 0, 4 G steps |" in doc  # channel table
 
 
 def test_gpu_benchmark_without_cuda_is_one_error_line_and_exit_2(tmp_path):
