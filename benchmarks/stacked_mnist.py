@@ -32,6 +32,7 @@ from common import ROOT, build, load_runs, save_run
 from mode_coverage import ANALYSIS, write_keeping_analysis
 
 from gan_lightning.callbacks import save_grid
+from gan_lightning.checkpoints import warm_start
 from gan_lightning.data.stacked import StackedDigits
 from gan_lightning.metrics import DigitFeatures
 from gan_lightning.metrics.cache import extract
@@ -44,6 +45,11 @@ VARIANTS: dict[str, dict[str, str]] = {
     "mbstd": {"--model.discriminator.init_args.minibatch_std_group": "4"},
 }
 G_WIDTH = 32
+# --finetune: a new run from a longer study's checkpoint (fit --init_from), with one setting changed
+FINETUNES: dict[str, tuple[list[str], dict[str, str]]] = {
+    "ema_0.9999": ([], {"--model.ema_decay": "0.9999"}),  # the EMA averages over ~10,000 G steps, not ~1,000
+    "lr_decay": (["schedule/linear_decay.yaml"], {}),  # both learning rates decay linearly to 0
+}
 PUBLISHED = """\
 Published (26,000 samples, modes out of 1000 / KL to uniform):
 
@@ -72,23 +78,34 @@ def run(
     num_fake: int,
     keep: bool = False,
     resume: Path | None = None,
+    finetune: str | None = None,
 ) -> tuple[dict, object]:
     """Train one run and score its final EMA G. ``keep``: leave ``checkpoints/last.ckpt`` in its folder;
     ``resume``: continue that checkpoint of a shorter run (resuming is bitwise the same run, so this is
-    the longer run itself, minus the steps already paid for)."""
+    the longer run itself, minus the steps already paid for); with ``finetune`` (a FINETUNES arm),
+    ``resume`` is instead where a new run takes its weights from (``fit --init_from``)."""
     keeping = {"--checkpoint.save_last": "true"} if keep else {}
+    configs, changes = FINETUNES[finetune] if finetune else ([], {})
+    if finetune == "lr_decay":  # to 0 at the end of this run
+        changes = {f"--model.{n}_lr_scheduler.init_args.total_iters": str(steps) for n in ("g", "d")}
     cli = build(
-        ["stacked_mnist.yaml"],
+        ["stacked_mnist.yaml", *configs],
         {
             "--seed_everything": str(seed),
             "--trainer.max_steps": str(steps),
-            "--trainer.default_root_dir": str(out / key(variant, d_width, seed)),
+            "--trainer.default_root_dir": str(
+                out / key(variant + (f"+{finetune}" if finetune else ""), d_width, seed)
+            ),
             "--model.discriminator.init_args.width": str(d_width),
             "--metrics.num_fake": str(num_fake),
             **VARIANTS[variant],
             **keeping,
+            **changes,
         },
     )
+    if finetune:
+        warm_start(cli.model, resume)
+        resume = None
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=resume)
     metrics = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "GANMetrics")
     results = metrics.evaluate(cli.model, cli.datamodule)  # the final (EMA) G
@@ -135,7 +152,7 @@ def channel_table(outs: list[Path], num: int, real: torch.Tensor) -> list[str]:
             if k not in cache and ckpt.is_file():
                 cache = save_run(out / "channels.json", k, channels(sampled_triples(ckpt, num)))
             if k in cache:
-                steps = yaml.safe_load((out / k / "config.yaml").read_text())["trainer"]["max_steps"]
+                steps = run_steps(out, k)
                 rows.append((f"{k.split('/')[0]}, seed {k.split('/')[-1][4:]}, {steps:,} G steps", cache[k]))
     if len(rows) == 1:
         return []
@@ -233,12 +250,21 @@ def doc(done: dict, a: argparse.Namespace, real: torch.Tensor) -> list[str]:
     ]
 
 
+def run_steps(out: Path, k: str) -> int:
+    """The G steps behind run ``k`` of study ``out``: recorded for fine-tunes (theirs plus the shorter
+    run's), else the max_steps its config trained to."""
+    recorded = load_runs(out / "results.json").get(k, {}).get("g_steps")
+    if recorded is not None:
+        return int(recorded)
+    return yaml.safe_load((out / k / "config.yaml").read_text())["trainer"]["max_steps"]
+
+
 def longer(outs: list[Path]) -> list[str]:
     """The runs of other ``--out`` folders (longer budgets), each with the G steps its config trained."""
     rows = []
     for out in outs:
         for k, r in load_runs(out / "results.json").items():
-            steps = yaml.safe_load((out / k / "config.yaml").read_text())["trainer"]["max_steps"]
+            steps = run_steps(out, k)
             variant, d, seed = k.split("/")
             rows.append(
                 (
@@ -287,6 +313,11 @@ def main() -> None:
         help="an --out folder of shorter runs made with --keep_checkpoints: continue each from there",
     )
     parser.add_argument(
+        "--finetune",
+        choices=list(FINETUNES),
+        help="with --extend: a new run from each checkpoint's weights with this change, for --steps more",
+    )
+    parser.add_argument(
         "--longer",
         nargs="*",
         type=Path,
@@ -294,6 +325,8 @@ def main() -> None:
         help="other --out folders (longer budgets) to list in the doc",
     )
     a = parser.parse_args()
+    if a.finetune and a.extend is None:
+        parser.error("--finetune starts from the checkpoints of an --extend folder: give one")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     results = a.out / "results.json"
@@ -304,18 +337,24 @@ def main() -> None:
             for variant in a.variants:
                 if key(variant, d_width, seed) in done:
                     continue
-                t0, before, resume = time.perf_counter(), 0.0, None
+                t0, before, resume, g_steps = time.perf_counter(), 0.0, None, a.steps
                 if a.extend is not None:  # minutes stay those of the whole run: the shorter one's, plus these
-                    before = load_runs(a.extend / "results.json")[key(variant, d_width, seed)]["seconds"]
+                    shorter = load_runs(a.extend / "results.json")[key(variant, d_width, seed)]
+                    before = shorter["seconds"]
                     resume = a.extend / key(variant, d_width, seed) / "checkpoints/last.ckpt"
+                    if a.finetune:  # a new run of --steps: the G steps add up
+                        g_steps += int(
+                            shorter.get("g_steps", run_steps(a.extend, key(variant, d_width, seed)))
+                        )
                 row, grid = run(
-                    variant, d_width, seed, a.steps, a.out, a.num_fake, a.keep_checkpoints, resume
+                    variant, d_width, seed, a.steps, a.out, a.num_fake, a.keep_checkpoints, resume, a.finetune
                 )
                 seconds = before + time.perf_counter() - t0
-                row = {k: float(v) for k, v in row.items()} | {"seconds": seconds}
-                done = save_run(results, key(variant, d_width, seed), row)
-                print(key(variant, d_width, seed), row, flush=True)
-                if (variant, d_width, seed) == ("plain", G_WIDTH, 0):
+                row = {k: float(v) for k, v in row.items()} | {"seconds": seconds, "g_steps": g_steps}
+                name = key(variant + (f"+{a.finetune}" if a.finetune else ""), d_width, seed)
+                done = save_run(results, name, row)
+                print(name, row, flush=True)
+                if (variant, d_width, seed, a.finetune) == ("plain", G_WIDTH, 0, None):
                     save_grid(grid, a.docs / "stacked_mnist_grid.png")
     if a.doc_only:
         a.variants, a.d_widths = list(VARIANTS), [G_WIDTH, G_WIDTH // 4]  # the whole study
