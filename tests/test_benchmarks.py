@@ -136,6 +136,14 @@ def test_evaluation_benchmarks_write_their_tables(tmp_path):
     doc = (tmp_path / "stacked_mnist.md").read_text()
     assert "| 4 | plain | 32 | 0 |" in doc  # the extended run, in the longer budgets
     assert "| plain, seed 0, 2 G steps |" in doc and "| plain, seed 0, 4 G steps |" in doc  # channel table
+    run(  # a new run from the 2-step checkpoint's weights, with the learning rates decaying to 0
+        *["stacked_mnist.py", "--steps", "3", "--seeds", "1", "--num_fake", "500", "--docs", str(tmp_path)],
+        *["--out", str(tmp_path / "ft"), "--extend", str(tmp_path / "s"), "--finetune", "lr_decay"],
+        *["--variants", "plain", "--d_widths", "32", "--longer", str(tmp_path / "ft")],
+    )
+    config = (tmp_path / "ft/plain+lr_decay/d32/seed0/config.yaml").read_text()
+    assert "LinearLR" in config and "total_iters: 3" in config
+    assert "| 5 | plain+lr_decay | 32 | 0 |" in (tmp_path / "stacked_mnist.md").read_text()  # 2 + 3 G steps
 
 
 def test_gpu_benchmark_without_cuda_is_one_error_line_and_exit_2(tmp_path):
