@@ -99,14 +99,15 @@ def load_file(
                 f"({_unsafe_reason(str(err))}); gan_lightning's files hold tensors and plain values only, "
                 "so this file was not written by it or was tampered with"
             ) from None
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path} is not a readable {kind} ({size} bytes; {reason}); {fix}") from None
+        raise CheckpointError(
+            f"{path} is not a readable {kind} ({size} bytes; {_first_line(err)}); {fix}"
+        ) from None
     except Exception as err:
         # The weights-only unpickler runs no code, so whatever it raises on random bytes (IndexError,
         # struct.error, TypeError, ... besides the usual EOFError/RuntimeError) means a damaged file.
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{path} is not a readable {kind} ({size} bytes; {first}): it is truncated or damaged; {fix}"
+            f"{path} is not a readable {kind} ({size} bytes; {_first_line(err)}): it is truncated or "
+            f"damaged; {fix}"
         ) from None
 
 
@@ -119,13 +120,17 @@ def _check_crc(source: Path | io.BytesIO, what: str, size: int, fix: str) -> Non
         with zipfile.ZipFile(source) as archive:
             damaged = archive.testzip()  # reads every entry once: about 1 s per GB
     except Exception as err:  # a damaged central directory, a truncated entry, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        damaged = f"? ({first})"
+        raise CheckpointError(f"{what} is damaged ({size} bytes; {_first_line(err)}); {fix}") from None
     if damaged is not None:
         raise CheckpointError(
             f"{what} is damaged ({size} bytes; entry {damaged} fails its CRC-32 check, e.g. a bad copy or "
             f"disk); {fix}"
         )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _unsafe_reason(text: str) -> str:
