@@ -86,13 +86,10 @@ def real_features(
     (Their logits are not kept: IS and the mode counts score samples only.)"""
     device = torch.device(device)
     path = cache_dir() / "real_features" / f"{key}.pt"
-    hit = use_cache and path.is_file()
-    if world_size > 1:  # one decision for all ranks, or some would wait in all_gather forever
+    cached = _read_cached(path, device) if use_cache and path.is_file() else None
+    if world_size > 1:  # one decision for all ranks, or some would wait in all_gather forever: a rank
+        # without the file, or that could not read it, makes every rank recompute
         assert all_gather is not None, "world_size > 1 needs an all_gather"
-        hit = bool(all_gather(torch.tensor([int(hit)], device=device)).min())
-    cached = _read_cached(path, device) if hit else None
-    if world_size > 1 and hit:  # a rank that could not read the file makes every rank recompute
-        assert all_gather is not None
         if not bool(all_gather(torch.tensor([int(cached is not None)], device=device)).min()):
             cached = None
     if cached is not None:
