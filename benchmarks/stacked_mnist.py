@@ -65,8 +65,9 @@ packed ones do not; its numbers are not reproduced here (not checked against the
 """
 
 
-def key(variant: str, d_width: int, seed: int) -> str:
-    return f"{variant}/d{d_width}/seed{seed}"
+def key(variant: str, d_width: int, seed: int, finetune: str | None = None) -> str:
+    """A run's name in results.json and its folder; a fine-tune is named after its arm too."""
+    return f"{variant}{f'+{finetune}' if finetune else ''}/d{d_width}/seed{seed}"
 
 
 def run(
@@ -93,9 +94,7 @@ def run(
         {
             "--seed_everything": str(seed),
             "--trainer.max_steps": str(steps),
-            "--trainer.default_root_dir": str(
-                out / key(variant + (f"+{finetune}" if finetune else ""), d_width, seed)
-            ),
+            "--trainer.default_root_dir": str(out / key(variant, d_width, seed, finetune)),
             "--model.discriminator.init_args.width": str(d_width),
             "--metrics.num_fake": str(num_fake),
             **VARIANTS[variant],
@@ -147,12 +146,12 @@ def channel_table(outs: list[Path], num: int, real: torch.Tensor) -> list[str]:
     rows = [("real training triples", channels(real))]
     for out in outs:
         cache = load_runs(out / "channels.json")
-        for k in load_runs(out / "results.json"):
+        for k, row in load_runs(out / "results.json").items():
             ckpt = out / k / "checkpoints/last.ckpt"
             if k not in cache and ckpt.is_file():
                 cache = save_run(out / "channels.json", k, channels(sampled_triples(ckpt, num)))
             if k in cache:
-                steps = run_steps(out, k)
+                steps = run_steps(out, k, row)
                 rows.append((f"{k.split('/')[0]}, seed {k.split('/')[-1][4:]}, {steps:,} G steps", cache[k]))
     if len(rows) == 1:
         return []
@@ -250,12 +249,11 @@ def doc(done: dict, a: argparse.Namespace, real: torch.Tensor) -> list[str]:
     ]
 
 
-def run_steps(out: Path, k: str) -> int:
-    """The G steps behind run ``k`` of study ``out``: recorded for fine-tunes (theirs plus the shorter
-    run's), else the max_steps its config trained to."""
-    recorded = load_runs(out / "results.json").get(k, {}).get("g_steps")
-    if recorded is not None:
-        return int(recorded)
+def run_steps(out: Path, k: str, row: dict) -> int:
+    """The G steps behind run ``k`` of study ``out`` (its results ``row``): recorded since fine-tunes
+    (theirs plus the shorter run's), else the max_steps its config trained to."""
+    if "g_steps" in row:
+        return int(row["g_steps"])
     return yaml.safe_load((out / k / "config.yaml").read_text())["trainer"]["max_steps"]
 
 
@@ -264,7 +262,7 @@ def longer(outs: list[Path]) -> list[str]:
     rows = []
     for out in outs:
         for k, r in load_runs(out / "results.json").items():
-            steps = run_steps(out, k)
+            steps = run_steps(out, k, r)
             variant, d, seed = k.split("/")
             rows.append(
                 (
@@ -335,23 +333,22 @@ def main() -> None:
     for seed in seeds:  # seed-major: a cut-short study has every config
         for d_width in a.d_widths:
             for variant in a.variants:
-                if key(variant, d_width, seed) in done:
+                name = key(variant, d_width, seed, a.finetune)
+                if name in done:
                     continue
                 t0, before, resume, g_steps = time.perf_counter(), 0.0, None, a.steps
                 if a.extend is not None:  # minutes stay those of the whole run: the shorter one's, plus these
-                    shorter = load_runs(a.extend / "results.json")[key(variant, d_width, seed)]
+                    shorter_key = key(variant, d_width, seed)
+                    shorter = load_runs(a.extend / "results.json")[shorter_key]
                     before = shorter["seconds"]
-                    resume = a.extend / key(variant, d_width, seed) / "checkpoints/last.ckpt"
+                    resume = a.extend / shorter_key / "checkpoints/last.ckpt"
                     if a.finetune:  # a new run of --steps: the G steps add up
-                        g_steps += int(
-                            shorter.get("g_steps", run_steps(a.extend, key(variant, d_width, seed)))
-                        )
+                        g_steps += run_steps(a.extend, shorter_key, shorter)
                 row, grid = run(
                     variant, d_width, seed, a.steps, a.out, a.num_fake, a.keep_checkpoints, resume, a.finetune
                 )
                 seconds = before + time.perf_counter() - t0
                 row = {k: float(v) for k, v in row.items()} | {"seconds": seconds, "g_steps": g_steps}
-                name = key(variant + (f"+{a.finetune}" if a.finetune else ""), d_width, seed)
                 done = save_run(results, name, row)
                 print(name, row, flush=True)
                 if (variant, d_width, seed, a.finetune) == ("plain", G_WIDTH, 0, None):
