@@ -16,7 +16,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
@@ -24,7 +23,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from gan_lightning import rundir
-from gan_lightning.checkpoints import clean_checkpoint_dir, install_atomic_checkpoint_io
+from gan_lightning.checkpoints import KeyedCheckpoint, clean_checkpoint_dir, install_atomic_checkpoint_io
 from gan_lightning.data.base import to_uint8
 from gan_lightning.io import atomic_write, remove_stale_temporaries
 
@@ -122,7 +121,7 @@ class SampleGrid(L.Callback):
         return path
 
 
-class GStepCheckpoint(ModelCheckpoint):
+class GStepCheckpoint(KeyedCheckpoint):
     """ModelCheckpoint for a GANModule, where ``trainer.global_step`` counts generator steps.
 
     Lightning 2.6's manual-optimization branch of ``on_train_batch_end`` warns on every save that no

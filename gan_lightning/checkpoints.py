@@ -27,8 +27,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
@@ -166,6 +168,27 @@ def install_atomic_checkpoint_io(trainer: Any) -> None:
     strategy = trainer.strategy
     if type(strategy.checkpoint_io) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+class KeyedCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``state_key`` is computed once, at setup, instead of on every read.
+
+    Lightning reads each callback's ``state_key`` for each hook it calls (8 per G step), and
+    ModelCheckpoint's formats the repr of a dict every time (docs/overhead.md). The key is the same
+    string: before setup it is recomputed on each read, as in ModelCheckpoint, so settings changed until
+    then (BestCheckpoint picks its monitor in setup) are in it, and checkpoints keep their keys.
+    """
+
+    _setup_state_key: str | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._setup_state_key or super().state_key
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._setup_state_key = None
+        self._setup_state_key = super().state_key
 
 
 def clean_checkpoint_dir(folder: str | Path | None) -> None:

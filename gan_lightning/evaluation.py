@@ -22,9 +22,9 @@ from typing import Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
+from gan_lightning.checkpoints import KeyedCheckpoint
 from gan_lightning.errors import ConfigError
 from gan_lightning.metrics.cache import cache_key, real_features, subset_indices
 from gan_lightning.metrics.features import FeatureExtractor
@@ -250,7 +250,7 @@ class GANMetrics(L.Callback):
         return {f"{extractor.key_prefix}{k}": v for k, v in results.items()}
 
 
-class BestCheckpoint(ModelCheckpoint):
+class BestCheckpoint(KeyedCheckpoint):
     """Keeps the checkpoint with the best FID, saved right after the evaluation that measured it.
 
     ``monitor=None`` follows the :class:`GANMetrics` callback's FID (``val/fid``, or ``val/digit_fid``

@@ -6,6 +6,7 @@ and this one what a step does (every method reads the module's attributes throug
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -39,7 +40,9 @@ class UpdateSteps:
     def _regularize(self, loss: Tensor, real: Tensor, fake: Tensor, y: Tensor | None) -> Tensor:
         """Add the due regularizers' scaled penalties to the D loss (and log each). ``real`` and ``fake``
         are D's prepared inputs (see :mod:`gan_lightning.d_path`), ``y`` the real labels."""
-        d_step = int(self.d_steps_done)
+        if not self.regularizers:
+            return loss
+        d_step = int(self.d_steps_done)  # a host sync: only when some regularizer asks
         for reg in self.regularizers:
             if reg.is_due(d_step):
                 term = reg.scaled_penalty(
@@ -96,7 +99,7 @@ class UpdateSteps:
         self._step(d_opt, "D")
         for reg in self.regularizers:
             reg.after_d_step(self.discriminator)
-        self.d_steps_done += 1
+        self.d_steps_done.add_(1)  # in place: `+=` re-registers the buffer through Module.__setattr__
         real_scores, fake_scores = real_out.detach(), fake_out.detach()
         for transform in self.d_transforms:
             if hasattr(transform, "observe_real_scores"):
@@ -118,10 +121,12 @@ class UpdateSteps:
 
     def d_step(self, real: Tensor, d_opt: LightningOptimizer, labels: Tensor | None = None) -> None:
         """One D update on a fresh real batch: loss family + due regularizers."""
-        # G frozen. Its fakes are made under no_grad anyway, but with G's weights requiring grad, autocast
-        # caches their bf16 copies made here without autograd history, and torch 2.6 (the lowest declared)
-        # reuses them in the G step: its loss then has no grad (tests/test_amp.py, CI's lowest job)
-        with self.toggled_optimizer(d_opt):
+        # G frozen under autocast only. Its fakes are made under no_grad anyway, but with G's weights
+        # requiring grad, autocast caches their bf16 copies made here without autograd history, and torch
+        # 2.6 (the lowest declared) reuses them in the G step: its loss then has no grad (tests/test_amp.py,
+        # CI's lowest job). In full precision the toggle would only cost time (docs/overhead.md)
+        autocast = torch.is_autocast_enabled(self.device.type)
+        with self.toggled_optimizer(d_opt) if autocast else contextlib.nullcontext():
             fake, y_fake = self._fakes_for_d(len(real))
             real_out, real_in, y_real = self.d_path.run(real, labels, self.rng, with_logits=True)
             fake_out, fake_in, _ = self.d_path.run(fake, y_fake, self.rng)

@@ -255,3 +255,42 @@ def test_every_dependency_has_a_lower_bound_and_each_used_private_an_upper_one()
     for name in ("lightning", "jsonargparse", "torch-fidelity"):
         line = next(ln for ln in text.splitlines() if ln.strip().startswith(f'"{name}'))
         assert ",<" in line, f"{name} is used through private members: give it an upper bound ({line})"
+
+
+# --- lightning: ModelCheckpoint.state_key, read for every hook call (KeyedCheckpoint caches it) ---------
+
+
+def test_keyed_checkpoint_saves_under_model_checkpoints_own_key_computed_once(tmp_path):
+    """The cached key is the string ModelCheckpoint would compute, so checkpoints keep their callback
+    keys (and resume across versions); once set up it is one object, not rebuilt on each read."""
+    _, ckpt = _fit(tmp_path, steps=2, every_n_train_steps=2)
+    saved = torch.load(tmp_path / "ckpt/last.ckpt", weights_only=True)["callbacks"]
+    assert ckpt.state_key == ModelCheckpoint.state_key.fget(ckpt)
+    assert ckpt.state_key in saved
+    assert ckpt.state_key is ckpt.state_key  # cached: ModelCheckpoint's property builds a new string
+
+
+def test_best_checkpoint_key_follows_the_monitor_it_picks_in_setup():
+    from gan_lightning.cli import GANCLI
+
+    cli = GANCLI(args=[*DIGITS_TINY, "--metrics.metrics", "[fid]"], run=False)
+    best = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "BestCheckpoint")
+    before = best.state_key  # no monitor yet: recomputed on each read until setup
+    best.setup(cli.trainer, cli.model, "fit")
+    assert best.monitor is not None and best.monitor in best.state_key and best.state_key != before
+    assert best.state_key == ModelCheckpoint.state_key.fget(best)
+
+
+def test_lightning_defaults_to_the_pass_through_profiler_that_gancli_replaces():
+    """GANCLI swaps the default profiler for NullProfiler only when it is Lightning's PassThroughProfiler;
+    a profiler the user asks for (--trainer.profiler simple) is kept."""
+    from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
+
+    from gan_lightning.cli import GANCLI, NullProfiler
+
+    assert type(L.Trainer(logger=False).profiler) is PassThroughProfiler
+    assert type(GANCLI(args=DIGITS_TINY, run=False).trainer.profiler) is NullProfiler
+    chosen = GANCLI(args=[*DIGITS_TINY, "--trainer.profiler", "simple"], run=False).trainer.profiler
+    assert type(chosen) is SimpleProfiler
+    with NullProfiler().profile("step") as name:
+        assert name == "step"
