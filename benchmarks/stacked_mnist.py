@@ -43,6 +43,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "plain": {},
     "pacgan2": {"--model.pack": "2"},  # D sees 2 samples along channels (6 input channels)
     "mbstd": {"--model.discriminator.init_args.minibatch_std_group": "4"},
+    # G twice as wide as the config's (D stays at --d_widths)
+    "g64": {"--model.generator.init_args.width": "64"},
 }
 G_WIDTH = 32
 # --finetune: a new run from a longer study's checkpoint (fit --init_from), with one setting changed
