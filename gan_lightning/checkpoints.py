@@ -187,8 +187,7 @@ class KeyedCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self._setup_state_key = None
-        self._setup_state_key = super().state_key
+        self._setup_state_key = super().state_key  # ModelCheckpoint's own, from the settings now
 
 
 def clean_checkpoint_dir(folder: str | Path | None) -> None:
