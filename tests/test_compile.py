@@ -50,9 +50,12 @@ def test_compiled_and_channels_last_training_matches_eager_with_a_penalty(tmp_pa
     assert len(said) == 1  # the penalty's D is uncompiled, said once
     eager, compiled = last_state(tmp_path / "eager"), last_state(tmp_path / "compiled")
     assert eager.keys() == compiled.keys()  # no compiled wrapper saved beside the networks
+    # Adam turns a float-rounding difference in a near-zero gradient into up to one step (lr 2e-4): with one
+    # thread, channels_last convs sum in another order and 1 of G's 78,400 projection weights moved 1.8e-5.
+    # A quarter of a step still fails a network that stopped training through the compiled path (3 steps).
     for key, value in eager.items():
         if value.is_floating_point():
-            torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-5, msg=key)
+            torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=5e-5, msg=key)
     # generator_ema.* is among the keys compared: the EMA copy followed the compiled G as it follows eager G
     assert any(k.startswith("generator_ema.") for k in eager)
 
