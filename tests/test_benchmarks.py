@@ -1,5 +1,6 @@
 """The benchmark scripts still run end to end (tiny budgets) and write their tables."""
 
+import argparse
 import importlib
 import os
 import subprocess
@@ -9,16 +10,16 @@ import pytest
 from conftest import ROOT, one_error_line
 
 
-def _mode_coverage_module():
+def _benchmark(name: str):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        return importlib.import_module("mode_coverage")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def test_mode_coverage_applies_toy_overrides_except_to_paper_rows():
-    bench = _mode_coverage_module()
+    bench = _benchmark("mode_coverage")
     assert bench.configs("ring", "dragan") == [
         "toy/ring.yaml",
         "loss/dragan.yaml",
@@ -30,6 +31,21 @@ def test_mode_coverage_applies_toy_overrides_except_to_paper_rows():
         assert (ROOT / "configs" / bench.configs("ring", family)[1]).is_file()
     for override in (ROOT / "configs/toy/overrides").glob("*.yaml"):  # every override has its paper row
         assert override.stem in bench.FAMILIES and f"{override.stem}@paper" in bench.FAMILIES
+
+
+def test_a_side_study_of_stacked_mnist_leaves_the_doc_alone():
+    """A longer budget or a fine-tune in its own --out holds a few rows: it rewrote docs/stacked_mnist.md
+    with only those (it did, once), unless --docs is named or the study is the doc's own."""
+    bench = _benchmark("stacked_mnist")
+    default = ROOT / "runs/bench_stacked"
+
+    def args(out, doc_only=False, write_doc=False):
+        return argparse.Namespace(out=out, doc_only=doc_only, write_doc=write_doc)
+
+    assert not bench.writes_doc(args(ROOT / "runs/g64_20k_lrdecay5k"), default)
+    assert bench.writes_doc(args(default), default)
+    assert bench.writes_doc(args(ROOT / "runs/x", doc_only=True), default)
+    assert bench.writes_doc(args(ROOT / "runs/x", write_doc=True), default)
 
 
 @pytest.mark.slow
@@ -88,7 +104,7 @@ def test_throughput_benchmark_writes_all_orders(tmp_path):
 def test_evaluation_benchmarks_write_their_tables(tmp_path):
     def run(script, *args):
         cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout
 
     run("eval_cost.py", "--num_fake", "300", "--inception_fake", "0", "--out", str(tmp_path / "cost.md"))
     assert "| digit classifier | 4500 | 300 |" in (tmp_path / "cost.md").read_text()
@@ -120,6 +136,20 @@ def test_evaluation_benchmarks_write_their_tables(tmp_path):
         "--keep_checkpoints",
     )
     assert "| 0 |" in (tmp_path / "stacked_mnist.md").read_text()
+    ckpt = tmp_path / "s/plain/d32/seed0/checkpoints/last.ckpt"  # rejection sampling by its D, calibrated
+    drs = run(
+        "stacked_drs.py",
+        str(ckpt),
+        "--pool",
+        "400",
+        "--num",
+        "100",
+        "--calibrate",
+        "2",
+        "--percentiles",
+        "50",
+    )
+    assert "| no rejection | 1.000 | 100 |" in drs and "| DRS, gamma at F's 50th percentile |" in drs
     longer = [
         "--variants",
         "plain",

@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import DIGITS_TINY, ROOT
+from conftest import DIGITS_TINY, ROOT, tiny_args
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
@@ -294,3 +294,39 @@ def test_lightning_defaults_to_the_pass_through_profiler_that_gancli_replaces():
     assert type(chosen) is SimpleProfiler
     with NullProfiler().profile("step") as name:
         assert name == "step"
+
+
+# --- lightning: the module's _current_fx_name, set around every hook call (GANModule's fast setattr) -----
+
+
+def test_lightning_sets_current_fx_name_around_hooks_and_ganmodule_skips_modules_registry(
+    tmp_path, monkeypatch
+):
+    """Lightning still names the running hook in ``_current_fx_name`` (a rename would leave GANModule's
+    fast path dead, silently: this fails instead), and GANModule stores it without going through
+    nn.Module's ``__setattr__``, in the instance dict where that would have put it."""
+    from gan_lightning.cli import GANCLI
+
+    seen, through_module = [], [0]
+
+    class Probe(L.Callback):
+        def on_before_backward(self, trainer, pl_module, loss):
+            seen.append(pl_module._current_fx_name)
+
+    module_setattr = nn.Module.__setattr__
+
+    def counting(self, name, value):
+        through_module[0] += name == "_current_fx_name"
+        module_setattr(self, name, value)
+
+    off = {"--samples.every_n_steps": "0", "--checkpoint.every_n_train_steps": "0"}
+    toy = ["--config", str(ROOT / "configs/toy/grid.yaml")]  # first: a later --config resets max_steps
+    cli = GANCLI(args=[*toy, *tiny_args(tmp_path, max_steps=2, **off)], run=False)
+    cli.trainer.callbacks.append(Probe())
+    monkeypatch.setattr(nn.Module, "__setattr__", counting)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert seen and set(seen) == {"on_before_backward"}
+    assert through_module[0] == 0
+    assert "_current_fx_name" in vars(cli.model)
+    cli.model.probe_attr = nn.Linear(1, 1)  # every other name still registers as nn.Module's does
+    assert "probe_attr" in cli.model._modules
