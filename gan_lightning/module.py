@@ -280,7 +280,6 @@ class GANModule(UpdateSteps, L.LightningModule):
         self._noise_rng_state: Tensor | None = None
         self.step_values: dict[str, Tensor | float] = {}  # the last G step's logged values (see record)
 
-    # --- sampling ------------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets the module's _current_fx_name (a plain string) around each hook call, 36 times
         # per D-first G step; nn.Module's registry checks made that ~0.1 ms of a 7 ms MLP step (a private
@@ -290,6 +289,7 @@ class GANModule(UpdateSteps, L.LightningModule):
         else:
             super().__setattr__(name, value)
 
+    # --- sampling ------------------------------------------------------------------------------
     @property
     def sampling_generator(self) -> nn.Module:
         """The EMA generator when there is one, else the raw generator."""
