@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from stacked_mnist import read_samples
 
 from gan_lightning.data.base import to_unit_range
 from gan_lightning.data.stacked import StackedDigits
-from gan_lightning.metrics import DigitFeatures
 from gan_lightning.metrics.features import class_coverage
 from gan_lightning.sample import load_module
 
@@ -47,18 +47,6 @@ def calibrated(module, steps: int, seed: int = 123) -> torch.nn.Module:
         loss.backward()
         opt.step()
     return d
-
-
-def pool(module, d: torch.nn.Module, num: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triples (classifier readings) and D scores of ``num`` EMA samples, latents seeded 0."""
-    classifier, triples, scores = DigitFeatures(channels=3), [], []
-    z = module.draw_latents(num, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        for part in z.split(1000):
-            x = module.sample(part)
-            triples.append(classifier(x)[1].argmax(1))
-            scores.append(d(x).flatten())
-    return torch.cat(triples), torch.cat(scores)
 
 
 def drs_accept(scores: torch.Tensor, burn: torch.Tensor, percentile: float | None) -> torch.Tensor:
@@ -92,7 +80,7 @@ def main() -> None:
     module = load_module(a.ckpt)
     module.eval()
     d = calibrated(module, a.calibrate) if a.calibrate else module.discriminator.eval()
-    triples, scores = pool(module, d, a.pool)
+    triples, scores = read_samples(module, a.pool, score=d)
     u = torch.rand(len(scores), generator=torch.Generator().manual_seed(1))
     burn = scores[: min(BURN_IN, len(scores))]
     print(f"{a.ckpt} (D {'calibrated ' + str(a.calibrate) + ' steps' if a.calibrate else 'as saved'}):")

@@ -142,13 +142,24 @@ def channels(triples: torch.Tensor) -> dict:
     }
 
 
-def sampled_triples(ckpt: Path, num: int) -> torch.Tensor:
-    """The triples the classifier reads from the ``num`` samples of the checkpoint's EMA G that the
-    metrics callback scored (the same latents: drawn at once from its default seed, 0)."""
-    module, classifier = load_module(ckpt), DigitFeatures(channels=3)
+def read_samples(module, num: int, score=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The triples the classifier reads from the ``num`` samples of the module's EMA G that the metrics
+    callback scored (the same latents: drawn at once from its default seed, 0), and ``score`` of each
+    sample (flattened) when a scorer is given (benchmarks/stacked_drs.py passes D)."""
+    classifier, triples, scores = DigitFeatures(channels=3), [], []
     z = module.draw_latents(num, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        return torch.cat([classifier(module.sample(part))[1].argmax(1) for part in z.split(1000)])
+        for part in z.split(1000):
+            x = module.sample(part)
+            triples.append(classifier(x)[1].argmax(1))
+            if score is not None:
+                scores.append(score(x).flatten())
+    return torch.cat(triples), torch.cat(scores) if score is not None else None
+
+
+def sampled_triples(ckpt: Path, num: int) -> torch.Tensor:
+    """:func:`read_samples`' triples for a checkpoint."""
+    return read_samples(load_module(ckpt), num)[0]
 
 
 def channel_table(outs: list[Path], num: int, real: torch.Tensor) -> list[str]:
