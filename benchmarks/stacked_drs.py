@@ -26,6 +26,7 @@ from stacked_mnist import read_samples
 
 from gan_lightning.data.base import to_unit_range
 from gan_lightning.data.stacked import StackedDigits
+from gan_lightning.errors import GanLightningError
 from gan_lightning.metrics.features import class_coverage
 from gan_lightning.sample import load_module
 
@@ -77,7 +78,10 @@ def main() -> None:
     parser.add_argument("--percentiles", nargs="+", type=float, default=[50, 80, 90, 95])
     a = parser.parse_args()
     torch.manual_seed(0)
-    module = load_module(a.ckpt)
+    try:
+        module = load_module(a.ckpt)  # a missing, damaged or pickled file: one line, as in the CLI
+    except GanLightningError as err:
+        parser.exit(2, f"error: {err}\n")
     module.eval()
     d = calibrated(module, a.calibrate) if a.calibrate else module.discriminator.eval()
     triples, scores = read_samples(module, a.pool, score=d)

@@ -176,6 +176,17 @@ def test_evaluation_benchmarks_write_their_tables(tmp_path):
     assert "| 5 | plain+lr_decay | 32 | 0 |" in (tmp_path / "stacked_mnist.md").read_text()  # 2 + 3 G steps
 
 
+def test_stacked_drs_on_a_missing_or_damaged_checkpoint_is_one_error_line_and_exit_2(tmp_path):
+    """benchmarks/stacked_drs.py takes a user's checkpoint path: a bad one is named in one line."""
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(b"not a checkpoint")
+    for path, says in ((tmp_path / "missing.ckpt", "does not exist"), (damaged, str(damaged))):
+        cmd = [sys.executable, str(ROOT / "benchmarks/stacked_drs.py"), str(path)]
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert says in one_error_line(res)
+    assert damaged.read_bytes() == b"not a checkpoint"
+
+
 def test_gpu_benchmark_without_cuda_is_one_error_line_and_exit_2(tmp_path):
     """benchmarks/gpu.py measures CUDA training only; with no GPU visible it says so and writes nothing."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
