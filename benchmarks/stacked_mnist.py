@@ -39,22 +39,22 @@ from gan_lightning.metrics.cache import extract
 from gan_lightning.metrics.features import class_coverage
 from gan_lightning.sample import load_module
 
+G64 = {"--model.generator.init_args.width": "64"}  # G twice as wide as the config's (D stays at --d_widths)
 VARIANTS: dict[str, dict[str, str]] = {
     "plain": {},
     "pacgan2": {"--model.pack": "2"},  # D sees 2 samples along channels (6 input channels)
     "mbstd": {"--model.discriminator.init_args.minibatch_std_group": "4"},
-    # G twice as wide as the config's (D stays at --d_widths)
-    "g64": {"--model.generator.init_args.width": "64"},
+    "g64": G64,
     # the wider G with minibatch-std in D: the trick at the budget where the plain recipe is closest
     "g64_mbstd": {
-        "--model.generator.init_args.width": "64",
+        **G64,
         "--model.discriminator.init_args.minibatch_std_group": "4",
     },
     # the wider G with least squares in the paper's (-1, 1, 0) coding: G minimizes Pearson chi^2(p_d + p_g
     # || 2 p_g) = integral (p_d - p_g)^2 / (2 p_g), which punishes a digit G draws too rarely harder than
     # the non-saturating loss's reverse-KL-like objective does
     "g64_lsgan": {
-        "--model.generator.init_args.width": "64",
+        **G64,
         "--model.loss": '{"class_path": "gan_lightning.losses.LeastSquares", "init_args": {"a": -1, "b": 1, "c": 0}}',
     },
 }
